@@ -1,0 +1,124 @@
+"""Where a user turn starts and ends: webrtcvad plus an energy floor over 16 kHz mono frames.
+
+A turn starts once ``min_speech_ms`` of voiced audio has accumulated and ends after
+``end_of_turn_silence_ms`` of unvoiced audio. Its audio starts ``pre_speech_padding_ms`` before the
+first voiced frame, so the recognizer hears the onset of the first word.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import webrtcvad
+
+from agent.config import VadConfig
+
+SAMPLE_RATE = 16_000
+# Trailing silence kept on a finished turn: enough for the last word's decay, no more for ASR to chew on.
+_TAIL_KEPT_MS = 200
+
+
+@dataclass
+class SpeechStarted:
+    audio_start_ms: int  # stream position of the turn's first sample (padding included)
+    at: float  # arrival time of the frame that confirmed speech
+
+
+@dataclass
+class TurnEnded:
+    audio: np.ndarray  # int16, padding + speech + a short tail
+    audio_start_ms: int
+    audio_end_ms: int  # stream position where speech stopped
+    speech_ended_at: float  # arrival time of the last voiced frame
+    decided_at: float  # arrival time of the frame that closed the turn
+
+
+TurnEvent = SpeechStarted | TurnEnded
+
+
+def frame_dbfs(frame: np.ndarray) -> float:
+    """RMS level of an int16 frame in dB relative to full scale (-inf for digital silence)."""
+    rms = math.sqrt(float(np.mean(frame.astype(np.float64) ** 2))) if len(frame) else 0.0
+    return 20 * math.log10(rms / 32768.0) if rms > 0 else -math.inf
+
+
+class TurnDetector:
+    """Feeds on fixed-size frames, emits ``SpeechStarted`` and ``TurnEnded`` events."""
+
+    def __init__(self, config: VadConfig) -> None:
+        self._config = config
+        self._vad = webrtcvad.Vad(config.aggressiveness)
+        self.frame_samples = SAMPLE_RATE * config.frame_ms // 1000
+        self._frames_to_start = max(1, math.ceil(config.min_speech_ms / config.frame_ms))
+        # Holds the padding plus the voiced frames that confirm speech has started.
+        self._padding = collections.deque(
+            maxlen=config.pre_speech_padding_ms // config.frame_ms + self._frames_to_start
+        )
+        self._frames_to_end = max(1, math.ceil(config.end_of_turn_silence_ms / config.frame_ms))
+        self._max_frames = int(config.max_turn_seconds * 1000 / config.frame_ms)
+        self._position = 0  # frames seen since the stream began
+        self._in_turn = False
+        self._voiced_run = 0
+        self._silent_run = 0
+        self._turn: list[np.ndarray] = []
+        self._turn_start_frame = 0
+        self._last_voiced_frame = 0
+        self._last_voiced_at = 0.0
+
+    @property
+    def in_turn(self) -> bool:
+        return self._in_turn
+
+    def is_voiced(self, frame: np.ndarray) -> bool:
+        if frame_dbfs(frame) < self._config.energy_floor_dbfs:
+            return False
+        return self._vad.is_speech(frame.tobytes(), SAMPLE_RATE)
+
+    def process(self, frame: np.ndarray, now: float) -> list[TurnEvent]:
+        """Consume one frame of ``frame_samples`` int16 samples that arrived at ``now``."""
+        if len(frame) != self.frame_samples:
+            raise ValueError(f"VAD frames must be {self.frame_samples} samples, got {len(frame)}")
+        voiced = self.is_voiced(frame)
+        self._position += 1
+        events: list[TurnEvent] = []
+        if voiced:
+            self._last_voiced_frame = self._position
+            self._last_voiced_at = now
+        if not self._in_turn:
+            self._padding.append(frame)
+            self._voiced_run = self._voiced_run + 1 if voiced else 0
+            if self._voiced_run >= self._frames_to_start:
+                self._in_turn = True
+                self._silent_run = 0
+                self._turn = list(self._padding)
+                self._turn_start_frame = self._position - len(self._turn)
+                self._padding.clear()
+                events.append(SpeechStarted(self._ms(self._turn_start_frame), now))
+            return events
+        self._turn.append(frame)
+        self._silent_run = 0 if voiced else self._silent_run + 1
+        if self._silent_run >= self._frames_to_end or len(self._turn) >= self._max_frames:
+            events.append(self._end_turn(now))
+        return events
+
+    def _end_turn(self, now: float) -> TurnEnded:
+        tail_frames = min(self._silent_run, _TAIL_KEPT_MS // self._config.frame_ms)
+        kept = len(self._turn) - self._silent_run + tail_frames
+        event = TurnEnded(
+            audio=np.concatenate(self._turn[:kept]),
+            audio_start_ms=self._ms(self._turn_start_frame),
+            audio_end_ms=self._ms(self._last_voiced_frame),
+            speech_ended_at=self._last_voiced_at,
+            decided_at=now,
+        )
+        self._in_turn = False
+        self._voiced_run = 0
+        self._silent_run = 0
+        self._turn = []
+        return event
+
+    def _ms(self, frames: int) -> int:
+        return frames * self._config.frame_ms

@@ -1,0 +1,67 @@
+"""The ``voice-agent`` command: ``serve`` runs the server, ``talk`` plays a WAV into one."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from agent.server.app import create_app
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"voice-agent: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.host:
+        config.server.host = args.host
+    if args.port:
+        config.server.port = args.port
+    logging.basicConfig(
+        level=config.logging.level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aioice").setLevel(logging.WARNING)
+    logging.getLogger("aiortc").setLevel(logging.WARNING)
+    app = create_app(config)
+    print(f"voice-agent: serving on http://{config.server.host}:{config.server.port}", file=sys.stderr)
+    web.run_app(app, host=config.server.host, port=config.server.port, print=None, shutdown_timeout=5)
+    return 0
+
+
+def _talk(args: argparse.Namespace) -> int:
+    from agent.client.talk import main as talk_main
+
+    return talk_main(args.talk_args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voice-agent", description="Realtime voice agent server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument(
+        "--config", default=str(DEFAULT_CONFIG_PATH), help="YAML config (default: %(default)s)"
+    )
+    serve.add_argument("--host", help="address to listen on (default from config: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default from config: 8000)")
+    serve.set_defaults(handler=_serve)
+    talk = commands.add_parser(
+        "talk",
+        help="play a WAV as the microphone and report the reply (see voice-agent talk --help)",
+        add_help=False,
+    )
+    talk.add_argument("talk_args", nargs=argparse.REMAINDER)
+    talk.set_defaults(handler=_talk)
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

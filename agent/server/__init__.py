@@ -1,0 +1,1 @@
+"""The HTTP server: page, offer/answer, health, readiness, metrics."""

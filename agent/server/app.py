@@ -1,0 +1,190 @@
+"""HTTP side of the server: the page, the SDP offer/answer exchange, health, readiness and metrics.
+
+Models load in a background thread when the app starts, so ``/health`` answers at once and
+``/ready`` turns 200 only when every model is loaded and warmed up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from pathlib import Path
+
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agent import metrics
+from agent.config import Config
+from agent.models.runtime import ModelRuntime
+from agent.session import Session
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEY = web.AppKey("config", Config)
+STATE_KEY = web.AppKey("state", "ServerState")
+
+
+class ServerState:
+    def __init__(self, config: Config, runtime: ModelRuntime | None = None) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.load_error: str | None = None
+        self.sessions: dict[str, Session] = {}
+        self._loader: asyncio.Task | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.runtime is not None
+
+    async def load_models(self) -> None:
+        if self.runtime is not None:
+            return
+        log.info("loading models (stt=%s, llm=%s, tts=%s)...", *self._backends())
+        try:
+            self.runtime = await asyncio.to_thread(ModelRuntime.load, self.config)
+        except Exception as exc:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            metrics.ERRORS.labels(stage="model_load").inc()
+            log.exception("models failed to load; /ready will report the error")
+            return
+        metrics.MODELS_READY.set(1)
+
+    def _backends(self) -> tuple[str, str, str]:
+        c = self.config
+        return c.stt.backend, c.llm.backend, c.tts.backend
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _ice_servers(config: Config) -> list[RTCIceServer]:
+    return [RTCIceServer(**server) for server in config.server.ice_servers]
+
+
+async def offer(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    config = state.config
+    limit = config.server.max_offer_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return _error(413, f"offer body over {limit} bytes (server.max_offer_bytes)")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        return _error(413, f"offer body over {limit} bytes (server.max_offer_bytes)")
+    try:
+        params = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        return _error(400, 'body is not JSON; send {"sdp": "...", "type": "offer"}')
+    if (
+        not isinstance(params, dict)
+        or params.get("type") != "offer"
+        or not isinstance(params.get("sdp"), str)
+    ):
+        return _error(400, 'expected JSON {"sdp": "<SDP offer>", "type": "offer"}')
+    if "\nm=audio " not in "\n" + params["sdp"].replace("\r\n", "\n"):
+        return _error(400, "the offer has no audio section; add a microphone track (sendrecv audio)")
+    if not state.ready:
+        return _error(503, "models are still loading; retry when GET /ready returns 200")
+    if len(state.sessions) >= config.server.max_sessions:
+        return _error(503, f"the server is full ({config.server.max_sessions} sessions, server.max_sessions)")
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=_ice_servers(config)))
+    session_id = uuid.uuid4().hex[:8]
+
+    def forget(session: Session) -> None:
+        if state.sessions.pop(session.id, None) is not None:
+            metrics.ACTIVE_SESSIONS.dec()
+
+    session = Session(session_id, config, state.runtime, pc, on_closed=forget)
+    state.sessions[session_id] = session
+    metrics.ACTIVE_SESSIONS.inc()
+
+    @pc.on("datachannel")
+    def on_datachannel(channel) -> None:
+        session.attach_channel(channel)
+
+    @pc.on("track")
+    def on_track(track) -> None:
+        if track.kind == "audio":
+            pc.addTrack(session.outbound)
+            session.attach_microphone(track)
+
+    @pc.on("connectionstatechange")
+    async def on_connection_state() -> None:
+        if pc.connectionState in ("failed", "closed"):
+            await session.close(f"connection {pc.connectionState}")
+
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=params["sdp"], type="offer"))
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)
+    except Exception as exc:  # aiortc raises ValueError and others for SDP it cannot use
+        await session.close("bad offer")
+        return _error(400, f"cannot use this SDP offer: {exc}")
+    session.start()
+    log.info("session %s started (%d active)", session_id, len(state.sessions))
+    return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type})
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(Path(request.app[CONFIG_KEY].server.web_dir) / "index.html")
+
+
+async def client_config(request: web.Request) -> web.Response:
+    config = request.app[CONFIG_KEY]
+    return web.json_response({"ice_servers": config.server.ice_servers, "language": config.language})
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    body: dict = {"ready": state.ready, "sessions": len(state.sessions)}
+    if state.runtime is not None:
+        runtime = state.runtime
+        body["models"] = {"stt": runtime.stt.name, "chat": runtime.chat.name, "tts": runtime.tts.name}
+        body["load_seconds"] = round(runtime.load_seconds, 3)
+        body["warm_up_seconds"] = round(runtime.warm_up_seconds, 3)
+    if state.load_error:
+        body["error"] = state.load_error
+    return web.json_response(body, status=200 if state.ready else 503)
+
+
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(config: Config, runtime: ModelRuntime | None = None) -> web.Application:
+    """Build the app; with ``runtime`` given (tests), models are not loaded again."""
+    app = web.Application(client_max_size=config.server.max_offer_bytes)
+    state = ServerState(config, runtime)
+    app[CONFIG_KEY] = config
+    app[STATE_KEY] = state
+    if runtime is not None:
+        metrics.MODELS_READY.set(1)
+    app.router.add_get("/", index)
+    app.router.add_get("/config.json", client_config)
+    app.router.add_post("/offer", offer)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", prometheus_metrics)
+    app.router.add_static("/static/", config.server.web_dir)
+
+    async def start_loading(app: web.Application) -> None:
+        state._loader = asyncio.create_task(state.load_models())
+
+    async def close_sessions(app: web.Application) -> None:
+        sessions = list(state.sessions.values())
+        await asyncio.gather(*(s.close("server shutting down") for s in sessions), return_exceptions=True)
+        if state._loader is not None:
+            state._loader.cancel()
+        log.info("closed %d sessions", len(sessions))
+
+    app.on_startup.append(start_loading)
+    app.on_shutdown.append(close_sessions)
+    return app

@@ -1,0 +1,1 @@
+"""WebRTC edges: the peer connection's audio in and out, and the JSON event channel."""

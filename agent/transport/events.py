@@ -1,0 +1,30 @@
+"""JSON events sent to the peer over the data channel.
+
+Names and shapes follow the OpenAI Realtime API where it has the same event; events of our own are
+prefixed ``agent.``. Every event has ``type`` and ``event_id``.
+
+Server -> client:
+  session.created                                          {session: {id, language}}
+  agent.state                                              {state: listening|thinking|speaking}
+  input_audio_buffer.speech_started                        {audio_start_ms, item_id}
+  input_audio_buffer.speech_stopped                        {audio_end_ms, item_id}
+  conversation.item.input_audio_transcription.completed    {item_id, content_index, transcript, language}
+  response.created                                         {response: {id, status: "in_progress"}}
+  response.audio_transcript.delta                          {response_id, item_id, output_index, content_index, delta}
+  response.audio_transcript.done                           {response_id, item_id, output_index, content_index, transcript}
+  response.done                                            {response: {id, status: completed|cancelled|failed, output_text}}
+  agent.turn.latency                                       {response_id, endpointing_s, asr_s, llm_first_token_s,
+                                                            tts_first_audio_s, voice_to_voice_s}
+  error                                                    {error: {type, message}}
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+_event_ids = itertools.count(1)
+
+
+def make_event(event_type: str, **fields: Any) -> dict[str, Any]:
+    return {"type": event_type, "event_id": f"event_{next(_event_ids)}", **fields}

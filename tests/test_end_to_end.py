@@ -1,0 +1,70 @@
+"""A real conversation: an aiortc peer speaks espeak-ng audio into the server running the embedded models."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from agent.client.peer import TalkClient
+from agent.client.talk import run_turn
+from agent.config import Config
+from agent.models.base import ChatMessage
+from agent.models.runtime import ModelRuntime
+from tests.conftest import running_server
+from tests.speech import silence, speak
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+class RecordingChatModel:
+    """The real chat model, with every context it is given written down."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.contexts: list[list[ChatMessage]] = []
+
+    def stream_reply(self, messages: list[ChatMessage], cancel: threading.Event) -> Iterator[str]:
+        self.contexts.append(list(messages))
+        return self.inner.stream_reply(messages, cancel)
+
+    def warm_up(self) -> None:
+        self.inner.warm_up()
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Iterator[ModelRuntime]:
+    runtime = ModelRuntime.load(Config())
+    runtime.chat = RecordingChatModel(runtime.chat)
+    yield runtime
+    runtime.close()
+
+
+def utterance(text: str) -> np.ndarray:
+    return np.concatenate([silence(0.3), speak(text), silence(0.2)])
+
+
+async def test_a_spoken_question_gets_a_spoken_answer_and_the_follow_up_has_the_first_turn_as_context(runtime):
+    async with running_server(Config(), runtime) as (url, state):
+        async with TalkClient() as client:
+            await client.connect(url)
+            first = await run_turn(client, utterance("What is the capital of France?"), 16_000, timeout=60)
+            second = await run_turn(client, utterance("How many people live there?"), 16_000, timeout=60)
+
+    assert first.error is None, first.error
+    assert "capital of france" in first.transcript.lower()
+    assert first.status == "completed" and first.reply_text
+    assert first.first_audio_at is not None
+    reply = client.reply_audio(first.first_audio_at, first.reply_end_at)
+    loud_frames = np.abs(reply.reshape(-1, 960)).max(axis=1) > 1000
+    assert loud_frames.sum() >= 15, "the reply should be at least 0.3 s of audible speech"
+
+    assert "people" in second.transcript.lower()
+    follow_up_context = [(m.role, m.text) for m in runtime.chat.contexts[-1]]
+    assert follow_up_context[0][0] == "system"
+    assert follow_up_context[1] == ("user", first.transcript)
+    assert follow_up_context[2] == ("assistant", first.reply_text)
+    assert follow_up_context[3] == ("user", second.transcript)

@@ -1,0 +1,329 @@
+"use strict";
+
+// Browser side of the voice agent: one WebRTC call to the server (mic up, agent audio down)
+// and a data channel "events" carrying the server's JSON events (agent/transport/events.py).
+
+const ICE_GATHERING_TIMEOUT_MS = 5000;
+const STATES = new Set(["idle", "connecting", "listening", "thinking", "speaking"]);
+const LATENCY_STAGES = [
+  ["endpointing_s", "endpointing"],
+  ["asr_s", "speech-to-text"],
+  ["llm_first_token_s", "LLM first token"],
+  ["tts_first_audio_s", "TTS first audio"],
+];
+
+const ui = {
+  talk: document.getElementById("talk"),
+  state: document.getElementById("state"),
+  error: document.getElementById("error"),
+  transcript: document.getElementById("transcript"),
+  audio: document.getElementById("remote-audio"),
+};
+
+// The call in progress: {closed, pc, stream}, or null when idle.
+let call = null;
+// Agent transcript entries of the current call, by response_id: {message, text, latency}.
+const agentEntries = new Map();
+
+ui.talk.addEventListener("click", () => (call ? endCall(call) : startCall()));
+
+// --- Call lifecycle -------------------------------------------------------------------------
+
+async function startCall() {
+  const current = { closed: false, pc: null, stream: null };
+  call = current;
+  agentEntries.clear();
+  clearError();
+  setTalkButton(true);
+  setState("connecting");
+  try {
+    await connect(current);
+  } catch (err) {
+    const stoppedByUser = current.closed;
+    endCall(current);
+    if (!stoppedByUser) showError(describeError(err));
+  }
+}
+
+async function connect(current) {
+  const config = await loadConfig();
+  if (config.language) ui.transcript.lang = config.language;
+
+  if (!navigator.mediaDevices?.getUserMedia) {
+    throw new Error("The microphone needs a secure page (https or localhost).");
+  }
+  current.stream = await navigator.mediaDevices.getUserMedia({
+    audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+  });
+  ensureOpen(current);
+
+  const pc = new RTCPeerConnection({ iceServers: config.ice_servers ?? [] });
+  current.pc = pc;
+  // The channel must exist before the offer so that the SDP carries an application section.
+  const channel = pc.createDataChannel("events");
+  channel.addEventListener("message", (event) => handleMessage(current, event.data));
+  channel.addEventListener("close", () => onChannelClosed(current));
+  pc.addEventListener("track", playRemoteAudio);
+  pc.addEventListener("connectionstatechange", () => onConnectionState(current));
+  for (const track of current.stream.getAudioTracks()) pc.addTrack(track, current.stream);
+
+  await pc.setLocalDescription(await pc.createOffer());
+  await iceGatheringComplete(pc);
+  ensureOpen(current);
+  const answer = await postOffer(pc.localDescription);
+  ensureOpen(current);
+  await pc.setRemoteDescription(answer);
+}
+
+function endCall(current) {
+  current.closed = true;
+  current.pc?.close();
+  current.stream?.getTracks().forEach((track) => track.stop());
+  if (call !== current) return;
+  call = null;
+  ui.audio.srcObject = null;
+  for (const entry of agentEntries.values()) markFinal(entry);
+  setTalkButton(false);
+  setState("idle");
+}
+
+function ensureOpen(current) {
+  if (current.closed) throw new Error("The call was stopped.");
+}
+
+function onConnectionState(current) {
+  const state = current.pc.connectionState;
+  if (state === "connected" && ui.state.dataset.state === "connecting") setState("listening");
+  if (state === "failed" && call === current) {
+    endCall(current);
+    showError("The connection to the agent was lost.");
+  }
+}
+
+function onChannelClosed(current) {
+  if (current.closed || call !== current) return;
+  endCall(current);
+  showError("The agent closed the session.");
+}
+
+function playRemoteAudio(event) {
+  ui.audio.srcObject = event.streams[0] ?? new MediaStream([event.track]);
+}
+
+// --- Signalling -----------------------------------------------------------------------------
+
+async function loadConfig() {
+  try {
+    const response = await fetch("/config.json", { cache: "no-store" });
+    return response.ok ? await response.json() : {};
+  } catch {
+    return {};
+  }
+}
+
+// The server takes no trickled candidates, so the offer is sent once gathering has finished.
+function iceGatheringComplete(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const finish = () => {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", onChange);
+      resolve();
+    };
+    const onChange = () => {
+      if (pc.iceGatheringState === "complete") finish();
+    };
+    // An unreachable STUN/TURN server can hold gathering open for long: send what we have by then.
+    const timer = setTimeout(finish, ICE_GATHERING_TIMEOUT_MS);
+    pc.addEventListener("icegatheringstatechange", onChange);
+  });
+}
+
+async function postOffer(offer) {
+  const response = await fetch("/offer", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ sdp: offer.sdp, type: offer.type }),
+  }).catch(() => {
+    throw new Error("Cannot reach the server.");
+  });
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    throw new Error(body?.error ?? `The server refused the call (HTTP ${response.status}).`);
+  }
+  if (!body?.sdp) throw new Error("The server sent no answer.");
+  return body;
+}
+
+// --- Server events --------------------------------------------------------------------------
+
+const eventHandlers = {
+  "agent.state": (event) => setState(event.state),
+  "conversation.item.input_audio_transcription.completed": (event) => addUserLine(event.transcript),
+  "response.audio_transcript.delta": (event) => appendAgentText(event.response_id, event.delta),
+  "response.audio_transcript.done": (event) => finishAgentLine(event.response_id, event.transcript),
+  "response.done": (event) => onResponseDone(event.response),
+  "agent.turn.latency": (event) => showLatency(event),
+  error: (event) => showError(event.error?.message ?? "The agent reported an error."),
+};
+
+function handleMessage(current, data) {
+  if (call !== current) return;
+  let event;
+  try {
+    event = JSON.parse(data);
+  } catch {
+    console.warn("Ignoring a data channel message that is not JSON:", data);
+    return;
+  }
+  eventHandlers[event.type]?.(event);
+}
+
+// --- Transcript -----------------------------------------------------------------------------
+
+function addUserLine(text) {
+  if (!text?.trim()) return;
+  const message = addMessage("user", "You");
+  message.querySelector(".user").textContent = text.trim();
+  scrollToEnd();
+}
+
+function appendAgentText(responseId, delta) {
+  agentEntry(responseId).text.textContent += delta ?? "";
+  scrollToEnd();
+}
+
+// The final transcript is what the user heard: shorter than the deltas when the reply was interrupted.
+function finishAgentLine(responseId, transcript) {
+  const entry = agentEntry(responseId);
+  if (typeof transcript === "string") entry.text.textContent = transcript;
+  markFinal(entry);
+}
+
+function onResponseDone(response) {
+  const entry = agentEntry(response.id);
+  const completed = response.status === "completed";
+  if (!entry.text.textContent && completed && response.output_text) {
+    entry.text.textContent = response.output_text;
+  }
+  // Nothing was heard of this reply (interrupted before its first audio): it leaves no line.
+  if (!entry.text.textContent.trim()) {
+    entry.message.remove();
+    agentEntries.delete(response.id);
+    return;
+  }
+  markFinal(entry);
+  if (!completed) {
+    const note = entry.message.querySelector(".note");
+    note.textContent = response.status === "cancelled" ? "interrupted" : "failed";
+    note.hidden = false;
+  }
+}
+
+// The server reports a turn's latency after its response.done, so the line exists unless it was dropped.
+function showLatency(event) {
+  const entry = agentEntries.get(event.response_id);
+  if (!entry) return;
+  const total = document.createElement("strong");
+  const heard = typeof event.voice_to_voice_s === "number";
+  total.textContent = heard ? `${formatMs(event.voice_to_voice_s)} voice to voice` : "no audio";
+  const stages = LATENCY_STAGES.filter(([key]) => typeof event[key] === "number").map(([key, label]) =>
+    latencyStage(label, event[key]),
+  );
+  // Spaces between the stages let a narrow line wrap between them, never inside one.
+  entry.latency.replaceChildren(total, ...stages.flatMap((stage) => [" ", stage]));
+  entry.latency.hidden = false;
+  scrollToEnd();
+}
+
+function latencyStage(label, seconds) {
+  const stage = document.createElement("span");
+  stage.className = "stage";
+  stage.textContent = `${label} ${formatMs(seconds)}`;
+  return stage;
+}
+
+// aria-busy keeps screen readers from announcing a line token by token while it streams in.
+function markFinal(entry) {
+  entry.message.classList.add("final");
+  entry.message.setAttribute("aria-busy", "false");
+}
+
+function agentEntry(responseId) {
+  let entry = agentEntries.get(responseId);
+  if (!entry) {
+    const message = addMessage("agent", "Agent");
+    message.setAttribute("aria-busy", "true");
+    entry = {
+      message,
+      text: message.querySelector(".agent"),
+      latency: message.querySelector(".latency"),
+    };
+    agentEntries.set(responseId, entry);
+  }
+  return entry;
+}
+
+// One message: speaker label, then the spoken text in a `.user` or `.agent` line; agent messages
+// also hold a note (interrupted) and a `.latency` line, kept out of the text line.
+function addMessage(role, speaker) {
+  ui.transcript.querySelector(".empty")?.remove();
+  const message = document.createElement("article");
+  message.className = `message from-${role}`;
+  const label = document.createElement("span");
+  label.className = "speaker";
+  label.textContent = speaker;
+  const text = document.createElement("p");
+  text.className = role;
+  message.append(label, text);
+  if (role === "agent") {
+    label.append(" ", hiddenElement("span", "note"));
+    message.append(hiddenElement("p", "latency"));
+  }
+  ui.transcript.append(message);
+  return message;
+}
+
+function hiddenElement(tag, className) {
+  const element = document.createElement(tag);
+  element.className = className;
+  element.hidden = true;
+  return element;
+}
+
+function scrollToEnd() {
+  ui.transcript.scrollTop = ui.transcript.scrollHeight;
+}
+
+// --- Small UI helpers -----------------------------------------------------------------------
+
+function setState(state) {
+  if (!STATES.has(state)) return;
+  ui.state.dataset.state = state;
+  ui.state.textContent = state;
+}
+
+function setTalkButton(active) {
+  ui.talk.textContent = active ? "Stop" : "Talk";
+  ui.talk.classList.toggle("active", active);
+}
+
+function showError(message) {
+  ui.error.textContent = message;
+  ui.error.hidden = false;
+}
+
+function clearError() {
+  ui.error.textContent = "";
+  ui.error.hidden = true;
+}
+
+function describeError(err) {
+  if (err?.name === "NotAllowedError") return "Microphone access was denied. Allow it and press Talk again.";
+  if (err?.name === "NotFoundError") return "No microphone was found.";
+  return err?.message || String(err);
+}
+
+function formatMs(seconds) {
+  return `${Math.round(seconds * 1000)} ms`;
+}
