@@ -41,7 +41,7 @@ DEFAULT_PHRASES = (
     "What should I name my cat?",
 )
 # Client-measured voice-to-voice first, then the server's stages in pipeline order.
-METRICS = ("client_voice_to_voice_s", *LATENCY_FIELDS)
+METRICS = ("client_voice_to_voice_s", *(f"server_{key}" for key in LATENCY_FIELDS))
 PAUSE_BETWEEN_TURNS_S = 0.5
 
 
@@ -58,7 +58,12 @@ def synthesise(phrases: list[str], folder: Path, voice: str) -> list[np.ndarray]
 
 
 async def bench(
-    url: str, phrases: list[str], clips: list[np.ndarray], turns: int, timeout: float, rows: list[dict[str, Any]]
+    url: str,
+    phrases: list[str],
+    clips: list[np.ndarray],
+    turns: int,
+    timeout: float,
+    rows: list[dict[str, Any]],
 ) -> None:
     """Ask ``turns`` questions over one session, appending one row per turn to ``rows`` as it ends."""
     async with TalkClient() as client:
@@ -74,7 +79,7 @@ async def bench(
                 "status": turn.status,
                 "error": turn.error,
                 "client_voice_to_voice_s": turn.voice_to_voice_s,
-                **{key: turn.server_latency.get(key) for key in LATENCY_FIELDS},
+                **{f"server_{key}": turn.server_latency.get(key) for key in LATENCY_FIELDS},
             }
             rows.append(row)
             print_turn(row, turns)
@@ -83,7 +88,7 @@ async def bench(
 
 def print_turn(row: dict[str, Any], turns: int) -> None:
     client = row["client_voice_to_voice_s"]
-    server = row["voice_to_voice_s"]
+    server = row["server_voice_to_voice_s"]
     timing = "no reply audio" if client is None else f"voice-to-voice {client:.3f} s"
     if server is not None:
         timing += f" (server {server:.3f} s)"
@@ -104,11 +109,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | int | N
 
 
 def print_summary(summary: dict[str, dict[str, float | int | None]]) -> None:
-    print(f"\n{'metric':<26}{'n':>4}{'median s':>11}{'p95 s':>9}")
+    print(f"\n{'metric':<32}{'n':>4}{'median s':>11}{'p95 s':>9}")
     for metric, stats in summary.items():
         median, p95 = stats["median_s"], stats["p95_s"]
         cells = "        -        -" if median is None else f"{median:>11.3f}{p95:>9.3f}"
-        print(f"{metric:<26}{stats['n']:>4}{cells}")
+        print(f"{metric:<32}{stats['n']:>4}{cells}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,7 @@ def browser(question_wav: Path, tmp_path: Path) -> Iterator[WebDriver]:
         driver.quit()
 
 
-def test_spoken_question_appears_in_the_transcript_followed_by_an_answer(
+def test_spoken_question_shows_in_the_transcript_with_the_answer_and_its_latency(
     server_url: str, browser: WebDriver, tmp_path: Path
 ) -> None:
     browser.get(server_url)
@@ -116,49 +117,68 @@ def test_spoken_question_appears_in_the_transcript_followed_by_an_answer(
     talk.click()
 
     screenshot = tmp_path / "conversation.png"
+    deadline = time.monotonic() + ANSWER_TIMEOUT_S
     try:
-        WebDriverWait(browser, ANSWER_TIMEOUT_S, poll_frequency=0.25).until(
-            lambda driver: _answered(_transcript(driver)) or _error_text(driver)
-        )
-    except TimeoutException:
-        summary = _page_summary(browser, screenshot)
-        pytest.fail(f"no question and answer within {ANSWER_TIMEOUT_S:.0f} s; {summary}")
+        _wait_for(browser, deadline, _answered, "the question and an answer")
+        _wait_for(browser, deadline, _latency_shown, "the answer's latency")
     finally:
         browser.save_screenshot(str(screenshot))
+        print(f"screenshot: {screenshot}")
 
-    assert not _error_text(browser), f"the page shows an error; {_page_summary(browser, screenshot)}"
-    assert _answered(_transcript(browser)), _page_summary(browser, screenshot)
     assert talk.text == "Stop"
-    print(f"screenshot: {screenshot}")
+
+
+def _wait_for(
+    driver: WebDriver, deadline: float, condition: Callable[[list[tuple[str, str]]], bool], what: str
+) -> None:
+    """Wait until ``condition`` holds for the transcript; fail at once if the page shows an error."""
+    try:
+        WebDriverWait(driver, max(deadline - time.monotonic(), 0.0), poll_frequency=0.25).until(
+            lambda driver: condition(_transcript(driver)) or _error_text(driver)
+        )
+    except TimeoutException:
+        pytest.fail(f"no {what} within {ANSWER_TIMEOUT_S:.0f} s of Talk; {_page_summary(driver)}")
+    assert not _error_text(driver), f"the page shows an error; {_page_summary(driver)}"
 
 
 def _transcript(driver: WebDriver) -> list[tuple[str, str]]:
-    """The transcript's lines in order, as (speaker, text) with speaker "user" or "agent"."""
+    """The transcript's lines in page order, as (kind, text) with kind "user", "agent" or "latency"."""
     lines = driver.execute_script(
-        "return [...document.querySelectorAll('#transcript .user, #transcript .agent')]"
-        ".map((line) => [line.classList.contains('user') ? 'user' : 'agent', line.textContent]);"
+        "return [...document.querySelectorAll("
+        "'#transcript .user, #transcript .agent, #transcript .latency:not([hidden])')]"
+        ".map((line) => [line.className, line.textContent]);"
     )
-    return [(speaker, text) for speaker, text in lines]
+    return [(kind, text.strip()) for kind, text in lines]
+
+
+def _after_question(lines: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    for i, (kind, text) in enumerate(lines):
+        if kind == "user" and "capital" in text.lower():
+            return lines[i + 1 :]
+    return []
 
 
 def _answered(lines: list[tuple[str, str]]) -> bool:
     """A user line mentions the capital and a non-empty agent line comes after it."""
-    for i, (speaker, text) in enumerate(lines):
-        if speaker == "user" and "capital" in text.lower():
-            return any(who == "agent" and said.strip() for who, said in lines[i + 1 :])
-    return False
+    return any(kind == "agent" and text for kind, text in _after_question(lines))
+
+
+def _latency_shown(lines: list[tuple[str, str]]) -> bool:
+    """An answer to the question is followed by its latency line, with the voice-to-voice time."""
+    answer = _after_question(lines)
+    return any(
+        kind == "agent" and text and next_kind == "latency" and "voice to voice" in next_text
+        for (kind, text), (next_kind, next_text) in pairwise(answer)
+    )
 
 
 def _error_text(driver: WebDriver) -> str:
     return driver.find_element(By.ID, "error").text
 
 
-def _page_summary(driver: WebDriver, screenshot: Path) -> str:
+def _page_summary(driver: WebDriver) -> str:
     state = driver.find_element(By.ID, "state").text
-    return (
-        f"state={state!r} error={_error_text(driver)!r} transcript={json.dumps(_transcript(driver))} "
-        f"screenshot={screenshot}"
-    )
+    return f"state={state!r} error={_error_text(driver)!r} transcript={json.dumps(_transcript(driver))}"
 
 
 def _free_port() -> int:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +25,16 @@ from av.frame import Frame
 from agent.client.peer import FRAME_SAMPLES, SAMPLE_RATE, MicrophoneTrack, TalkClient
 
 TEST_TIMEOUT_S = 30.0
+
+
+def bounded(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Fail the test instead of hanging if it runs past TEST_TIMEOUT_S."""
+
+    @functools.wraps(test)
+    async def run(*args: Any, **kwargs: Any) -> None:
+        await asyncio.wait_for(test(*args, **kwargs), TEST_TIMEOUT_S)
+
+    return run
 
 
 class EchoTrack(MediaStreamTrack):
@@ -68,9 +80,8 @@ async def echo_server() -> AsyncIterator[str]:
     app.router.add_post("/offer", offer)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -89,8 +100,9 @@ def dominant_frequency(samples: np.ndarray, sample_rate: int) -> float:
 
 
 @pytest.mark.asyncio
+@bounded
 async def test_spoken_audio_comes_back_after_end_of_speech_at_the_same_pitch(echo_server: str) -> None:
-    async with asyncio.timeout(TEST_TIMEOUT_S), TalkClient() as client:
+    async with TalkClient() as client:
         await client.connect(echo_server)
         await asyncio.sleep(0.5)  # the idle microphone sends silence meanwhile
 
@@ -110,7 +122,7 @@ async def test_spoken_audio_comes_back_after_end_of_speech_at_the_same_pitch(ech
         assert echo_tail is not None
         assert end_of_speech < echo_tail < end_of_speech + 1.0
 
-        await client.wait_until_quiet(quiet=0.3, timeout=5.0)
+        await client.wait_until_quiet(quiet=0.3, timeout=5.0, after=before)
         echoed = client.reply_audio(since=before)
         loud = np.flatnonzero(np.abs(echoed.astype(np.int32)) > 3000)
         assert 0.55 < (loud[-1] - loud[0]) / SAMPLE_RATE < 0.65
@@ -119,8 +131,9 @@ async def test_spoken_audio_comes_back_after_end_of_speech_at_the_same_pitch(ech
 
 
 @pytest.mark.asyncio
+@bounded
 async def test_events_are_received_stamped_and_answered(echo_server: str) -> None:
-    async with asyncio.timeout(TEST_TIMEOUT_S), TalkClient() as client:
+    async with TalkClient() as client:
         await client.connect(echo_server)
         created = await client.wait_for_event("session.created", timeout=5.0)
         assert created["session"]["id"] == "s1"
@@ -138,20 +151,21 @@ async def test_events_are_received_stamped_and_answered(echo_server: str) -> Non
 
 
 @pytest.mark.asyncio
+@bounded
 async def test_connect_to_a_missing_server_fails_with_a_clear_error() -> None:
-    async with asyncio.timeout(TEST_TIMEOUT_S), TalkClient() as client:
+    async with TalkClient() as client:
         with pytest.raises(ConnectionError, match="/offer"):
             await client.connect("http://127.0.0.1:9", timeout=3.0)
 
 
 @pytest.mark.asyncio
+@bounded
 async def test_idle_microphone_sends_paced_silent_20ms_frames() -> None:
-    async with asyncio.timeout(TEST_TIMEOUT_S):
-        mic = MicrophoneTrack()
-        start = time.monotonic()
-        frames = [await mic.recv() for _ in range(6)]
-        elapsed = time.monotonic() - start
-        mic.stop()
+    mic = MicrophoneTrack()
+    start = time.monotonic()
+    frames = [await mic.recv() for _ in range(6)]
+    elapsed = time.monotonic() - start
+    mic.stop()
 
     assert 0.095 < elapsed < 0.5  # five 20 ms waits after the first frame, never faster
     assert [f.pts for f in frames] == [i * FRAME_SAMPLES for i in range(6)]

@@ -33,6 +33,8 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
+from agent.audio.resample import Resampler, resample_once
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 48_000
@@ -62,7 +64,7 @@ async def wait_until_ready(url: str, timeout: float) -> None:
                     problem = f"GET /ready answered {response.status}"
                     if response.status == 503:
                         problem += " (models still warming up)"
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 problem = f"cannot reach it ({exc or type(exc).__name__})"
             if time.monotonic() >= deadline:
                 raise ServerNotReadyError(f"server at {url} is not ready after {timeout:.0f} s: {problem}")
@@ -74,36 +76,11 @@ def to_mic_samples(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     audio = np.asarray(audio)
     if audio.ndim != 1:
         raise ValueError(f"expected mono audio as a 1-D array, got shape {audio.shape}")
-    if audio.dtype == np.int16:
-        av_format = "s16"
-    elif np.issubdtype(audio.dtype, np.floating):
-        audio, av_format = audio.astype(np.float32), "flt"
-    else:
+    if audio.dtype != np.int16 and not np.issubdtype(audio.dtype, np.floating):
         raise TypeError(f"expected int16 or float audio, got {audio.dtype}")
     if audio.size == 0:
         return np.zeros(0, dtype=np.int16)
-    if sample_rate == SAMPLE_RATE and av_format == "s16":
-        return audio
-    mono = np.ascontiguousarray(audio).reshape(1, -1)
-    frame = av.AudioFrame.from_ndarray(mono, format=av_format, layout="mono")
-    frame.sample_rate = sample_rate
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    out = resampler.resample(frame) + resampler.resample(None)
-    return np.concatenate([f.to_ndarray().reshape(-1) for f in out])
-
-
-def frame_to_mono(frame: av.AudioFrame, resampler: av.AudioResampler) -> np.ndarray:
-    """A received frame (aiortc gives 48 kHz stereo s16 packed) -> 48 kHz mono int16."""
-    if frame.format.name == "s16" and frame.sample_rate == SAMPLE_RATE:
-        channels = len(frame.layout.channels)
-        samples = frame.to_ndarray().reshape(-1, channels)
-        if channels == 1:
-            return samples[:, 0].copy()
-        return samples.mean(axis=1, dtype=np.float32).astype(np.int16)
-    out = resampler.resample(frame)
-    if not out:
-        return np.zeros(0, dtype=np.int16)
-    return np.concatenate([f.to_ndarray().reshape(-1) for f in out])
+    return resample_once(audio, sample_rate, SAMPLE_RATE)
 
 
 @dataclass(eq=False)
@@ -237,17 +214,21 @@ class TalkClient:
         self._mic = MicrophoneTrack()
         pc.addTrack(self._mic)
 
-        await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers all candidates here
-        offer = {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
-        answer = await _post_offer(url, offer, timeout)
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
         try:
-            await asyncio.wait_for(opened.wait(), timeout)
-        except TimeoutError:
-            raise ConnectionError(
-                f"the events data channel did not open within {timeout:.0f} s "
-                f"(connection state: {pc.connectionState})"
-            ) from None
+            await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers all candidates here
+            offer = {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
+            answer = await _post_offer(url, offer, timeout)
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+            try:
+                await asyncio.wait_for(opened.wait(), timeout)
+            except asyncio.TimeoutError:
+                raise ConnectionError(
+                    f"the events data channel did not open within {timeout:.0f} s "
+                    f"(connection state: {pc.connectionState})"
+                ) from None
+        except BaseException:
+            await self.close()
+            raise
         logger.info("connected to %s", url)
 
     async def say(self, audio: np.ndarray, sample_rate: int, *, threshold: int = AUDIBLE_THRESHOLD) -> float:
@@ -265,7 +246,7 @@ class TalkClient:
         done = self._mic.play(samples, last_audible)
         try:
             return await asyncio.wait_for(done, limit)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise TimeoutError(f"the microphone audio was not sent within {limit:.1f} s") from None
         finally:
             self._mic.discard(done)
@@ -297,7 +278,7 @@ class TalkClient:
                 seen = [e.get("type") for e in self.events[after_index:]]
                 raise TimeoutError(f"no {type!r} event within {timeout:.1f} s; received since: {seen}")
             arrived = self._event_arrived
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(arrived.wait(), remaining)
 
     def first_audible_after(self, t: float, threshold: int = AUDIBLE_THRESHOLD) -> float | None:
@@ -316,13 +297,22 @@ class TalkClient:
         return np.concatenate(self._rx_frames[start:stop])
 
     async def wait_until_quiet(
-        self, quiet: float = 0.5, timeout: float = 30.0, threshold: int = AUDIBLE_THRESHOLD
+        self,
+        quiet: float = 0.5,
+        timeout: float = 30.0,
+        threshold: int = AUDIBLE_THRESHOLD,
+        after: float | None = None,
     ) -> None:
-        """Wait until no audible frame has been received for ``quiet`` seconds."""
+        """Wait until no audible frame has been received for ``quiet`` seconds.
+
+        With ``after``, an audible frame received after that time must come first: the reply is
+        awaited before its end is.
+        """
         deadline = time.monotonic() + timeout
         while True:
             now = time.monotonic()
-            if self.first_audible_after(now - quiet, threshold) is None:
+            heard = after is None or self.first_audible_after(after, threshold) is not None
+            if heard and self.first_audible_after(now - quiet, threshold) is None:
                 return
             if now >= deadline:
                 raise TimeoutError(f"the agent's audio did not go quiet within {timeout:.1f} s")
@@ -361,7 +351,7 @@ class TalkClient:
         task.add_done_callback(self._receivers.discard)
 
     async def _receive_audio(self, track: MediaStreamTrack) -> None:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        resampler = Resampler(SAMPLE_RATE)  # aiortc decodes to 48 kHz stereo; we keep mono
         while True:
             try:
                 frame = await track.recv()
@@ -369,7 +359,7 @@ class TalkClient:
                 logger.info("the server's audio track ended")
                 return
             received_at = time.monotonic()
-            samples = frame_to_mono(frame, resampler)
+            samples = resampler.frame(frame)
             self._rx_frames.append(samples)
             self._rx_times.append(received_at)
             self._rx_peaks.append(int(np.abs(samples.astype(np.int32)).max(initial=0)))
@@ -412,7 +402,7 @@ async def _post_offer(url: str, offer: dict[str, str], timeout: float) -> dict[s
                 body = (await response.text())[:300]
                 raise ConnectionError(f"POST {endpoint} answered {response.status}: {body}")
             answer = await response.json()
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise ConnectionError(f"cannot POST the offer to {endpoint}: {exc or type(exc).__name__}") from exc
     if not isinstance(answer, dict) or answer.get("type") != "answer" or "sdp" not in answer:
         raise ConnectionError(f"POST {endpoint} did not return an SDP answer: {str(answer)[:300]}")

@@ -20,7 +20,9 @@ from typing import Any
 
 import av
 import numpy as np
+from av.error import FFmpegError
 
+from agent.audio.resample import Resampler
 from agent.client.peer import SAMPLE_RATE, TalkClient, wait_until_ready
 
 logger = logging.getLogger(__name__)
@@ -76,8 +78,10 @@ async def run_turn(client: TalkClient, audio: np.ndarray, sample_rate: int, time
             result.server_latency = {k: latency[k] for k in LATENCY_FIELDS if latency.get(k) is not None}
         except TimeoutError:
             logger.warning("no agent.turn.latency event for response %s", response.get("id"))
+    # A reply with text is also spoken: wait for its audio to arrive, then to end.
+    spoken = result.end_of_speech_at if result.status == "completed" and result.reply_text else None
     try:
-        await client.wait_until_quiet(REPLY_QUIET_S, timeout=timeout)
+        await client.wait_until_quiet(REPLY_QUIET_S, timeout=timeout, after=spoken)
     except TimeoutError as exc:
         result.error = result.error or str(exc)
     result.reply_end_at = time.monotonic()
@@ -90,15 +94,13 @@ async def run_turn(client: TalkClient, audio: np.ndarray, sample_rate: int, time
 
 def read_audio(path: Path) -> np.ndarray:
     """Any audio file FFmpeg reads (any rate, any channels) -> 48 kHz mono int16."""
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    chunks: list[np.ndarray] = []
+    resampler = Resampler(SAMPLE_RATE)
     with av.open(str(path)) as container:
-        for frame in container.decode(audio=0):
-            chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-    chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
-    if not chunks:
+        chunks = [resampler.frame(frame) for frame in container.decode(audio=0)]
+    audio = np.concatenate([*chunks, resampler.flush()])
+    if audio.size == 0:
         raise ValueError(f"{path} holds no audio")
-    return np.concatenate(chunks)
+    return audio
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         report = asyncio.run(run_talk(args.wav, args.url, args.out, args.timeout))
-    except (ConnectionError, TimeoutError, av.FFmpegError, ValueError) as exc:
+    except (ConnectionError, TimeoutError, FFmpegError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.json:

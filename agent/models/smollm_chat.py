@@ -11,11 +11,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from agent.config import Config, ConfigError
 from agent.models.base import ChatMessage
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,9 @@ class SmolLMChatModel:
         self.folder = model_folder(config)
         started = time.perf_counter()
         self._tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        self._model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=getattr(torch, config.llm.dtype))
+        self._model = AutoModelForCausalLM.from_pretrained(
+            self.folder, dtype=getattr(torch, config.llm.dtype)
+        )
         self._model.eval()
         self._stop_ids = _stop_token_ids(self._tokenizer, self._model)
         self._system_prompt = config.llm.system_prompt
@@ -48,6 +54,8 @@ class SmolLMChatModel:
         """Yield text pieces as tokens are decoded; stop at end of turn, max_new_tokens or ``cancel``."""
         from transformers import DynamicCache
 
+        if cancel.is_set():
+            return
         cache = DynamicCache(config=self._model.config)
         logits = self._forward(self._prompt_ids(messages), cache)
         generated: list[int] = []
@@ -57,9 +65,12 @@ class SmolLMChatModel:
             if token in self._stop_ids:
                 return
             generated.append(token)
-            # Decoding the whole reply, not the token alone, keeps spaces and multi-byte characters right.
-            text = self._tokenizer.decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-            if len(text) > len(emitted) and not text.endswith("\ufffd"):  # U+FFFD: a character still incomplete
+            # Decoding the whole reply, not the token alone, keeps spaces and multi-byte characters right;
+            # a trailing U+FFFD is a character whose remaining bytes are still to come.
+            text = self._tokenizer.decode(
+                generated, skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
+            if len(text) > len(emitted) and not text.endswith("\ufffd"):
                 yield text[len(emitted) :]
                 emitted = text
             if len(generated) >= self._max_new_tokens or cancel.is_set():
@@ -83,7 +94,7 @@ class SmolLMChatModel:
         return encoded["input_ids"]
 
     @torch.inference_mode()
-    def _forward(self, input_ids: torch.Tensor, cache: object) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         """Logits for the next token; ``cache`` grows by the given ids."""
         output = self._model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         return output.logits[0, -1]
@@ -96,7 +107,7 @@ class SmolLMChatModel:
 
 
 def model_folder(config: Config) -> Path:
-    """The transformers folder to load: a configured path, or the embedded SmolLM2 converted once to a cache."""
+    """The transformers folder to load: a configured path, or embedded SmolLM2 converted once to a cache."""
     if config.llm.model != "embedded":
         folder = Path(config.llm.model).expanduser()
         if not (folder / "config.json").is_file():
@@ -155,7 +166,7 @@ def _embedded_gguf() -> Path:
     return ggufs[0]
 
 
-def _stop_token_ids(tokenizer: object, model: object) -> frozenset[int]:
+def _stop_token_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> frozenset[int]:
     ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(_IM_END)}
     configured = model.generation_config.eos_token_id
     ids.update(configured if isinstance(configured, list) else [configured])

@@ -33,7 +33,10 @@ class WhisperSpeechToText:
         folder = model_folder(config)
         started = time.perf_counter()
         self._model = WhisperModel(
-            str(folder), device="cpu", compute_type=config.stt.compute_type, cpu_threads=config.stt.cpu_threads
+            str(folder),
+            device="cpu",
+            compute_type=config.stt.compute_type,
+            cpu_threads=config.stt.cpu_threads,
         )
         self._beam_size = config.stt.beam_size
         self._language = config.language
