@@ -30,16 +30,13 @@ def _serve(args: argparse.Namespace) -> int:
     )
     logging.getLogger("aioice").setLevel(logging.WARNING)
     logging.getLogger("aiortc").setLevel(logging.WARNING)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     app = create_app(config)
     print(f"voice-agent: serving on http://{config.server.host}:{config.server.port}", file=sys.stderr)
     web.run_app(app, host=config.server.host, port=config.server.port, print=None, shutdown_timeout=5)
     return 0
-
-
-def _talk(args: argparse.Namespace) -> int:
-    from agent.client.talk import main as talk_main
-
-    return talk_main(args.talk_args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,13 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="address to listen on (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default from config: 8000)")
     serve.set_defaults(handler=_serve)
-    talk = commands.add_parser(
-        "talk",
-        help="play a WAV as the microphone and report the reply (see voice-agent talk --help)",
-        add_help=False,
-    )
-    talk.add_argument("talk_args", nargs=argparse.REMAINDER)
-    talk.set_defaults(handler=_talk)
+    commands.add_parser("talk", help="play a WAV as the microphone and report the reply (voice-agent talk --help)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["talk"]:
+        from agent.client.talk import main as talk_main
+
+        return talk_main(argv[1:])
     args = parser.parse_args(argv)
     return args.handler(args)
 

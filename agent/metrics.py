@@ -27,11 +27,22 @@ LLM_FIRST_TOKEN = Histogram(
     ["backend"],
     buckets=LATENCY_BUCKETS,
 )
+LLM_FIRST_PHRASE = Histogram(
+    "voice_agent_llm_first_phrase_seconds",
+    "Chat model: request to the first phrase ready for speech",
+    ["backend"],
+    buckets=LATENCY_BUCKETS,
+)
 TTS_FIRST_AUDIO = Histogram(
     "voice_agent_tts_first_audio_seconds",
     "Text-to-speech: first phrase to its first audio",
     ["backend"],
     buckets=LATENCY_BUCKETS,
+)
+SPECULATIVE_REPLIES = Counter(
+    "voice_agent_speculative_replies_total",
+    "Replies started on a pause: hit (the turn had ended) or miss (the user went on)",
+    ["outcome"],
 )
 INBOUND_FRAMES_DROPPED = Counter(
     "voice_agent_inbound_frames_dropped_total", "Microphone frames dropped because processing fell behind"

@@ -16,16 +16,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
 from agent import metrics
 from agent.audio.resample import Resampler, to_float
-from agent.audio.turns import SpeechStarted, TurnDetector, TurnEnded
+from agent.audio.turns import PauseDetected, SpeechResumed, SpeechStarted, TurnDetector, TurnEnded
 from agent.config import Config
 from agent.conversation.chunker import PhraseChunker
 from agent.conversation.heard import SpokenPhrase, heard_text
 from agent.conversation.memory import ConversationMemory
+from agent.languages import system_prompt
 from agent.models.base import ChatMessage
 from agent.models.runtime import ModelRuntime
 from agent.transport.channel import EventChannel
@@ -41,6 +43,7 @@ class TurnLatency:
     endpointing_s: float | None = None
     asr_s: float | None = None
     llm_first_token_s: float | None = None
+    llm_first_phrase_s: float | None = None  # chat request to the first phrase complete enough to speak
     tts_first_audio_s: float | None = None
     voice_to_voice_s: float | None = None
 
@@ -50,11 +53,23 @@ class TurnLatency:
 
 @dataclass
 class _Reply:
+    """One attempt to answer a user turn.
+
+    A reply started on a pause is speculative: it recognises, generates and synthesises, but holds
+    its events and audio until ``released`` is set at the confirmed end of turn, or is discarded.
+    """
+
     id: str
     item_id: str
+    audio: np.ndarray
+    audio_end_ms: int
     speech_ended_at: float
+    latency: TurnLatency = field(default_factory=TurnLatency)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    held_events: list[tuple[str, dict]] = field(default_factory=list)
     phrases: list[SpokenPhrase] = field(default_factory=list)
     first_audio_at: float | None = None
+    task: asyncio.Task | None = None
 
 
 class Session:
@@ -71,7 +86,7 @@ class Session:
         self.language = config.language
         self.pc = pc
         self.runtime = runtime
-        self.memory = ConversationMemory(config.llm.system_prompt, config.memory.max_turns)
+        self.memory = ConversationMemory(system_prompt(config), config.memory.max_turns)
         self.events = EventChannel(self._on_client_event)
         self.outbound = OutboundAudioTrack(config.audio.outbound_sample_rate, config.audio.outbound_frame_ms)
         self.outbound.on_tag_started = self._on_audio_started
@@ -86,8 +101,8 @@ class Session:
         self.closed = asyncio.Event()
         self._on_closed = on_closed
         self._tasks: set[asyncio.Task] = set()
-        self._reply_task: asyncio.Task | None = None
-        self._reply: _Reply | None = None
+        self._current: _Reply | None = None  # the released reply, generating or playing
+        self._speculative: _Reply | None = None
         self._ids = itertools.count(1)
 
     # --- wiring -----------------------------------------------------------------------------------
@@ -142,75 +157,112 @@ class Session:
                         audio_start_ms=event.audio_start_ms,
                         item_id=f"item_{self.id}_{next(self._ids)}",
                     )
+                elif isinstance(event, PauseDetected):
+                    self._discard_speculative()
+                    self._speculative = self._begin_reply(event.audio, event.audio_end_ms, event.speech_ended_at)
+                elif isinstance(event, SpeechResumed):
+                    self._discard_speculative()
                 elif isinstance(event, TurnEnded):
-                    self._start_reply(event)
+                    self._on_turn_ended(event)
 
-    def _start_reply(self, turn: TurnEnded) -> None:
+    def _begin_reply(self, audio: np.ndarray, audio_end_ms: int, speech_ended_at: float) -> _Reply:
+        n = next(self._ids)
+        reply = _Reply(f"resp_{self.id}_{n}", f"item_{self.id}_{n}", audio, audio_end_ms, speech_ended_at)
+        reply.task = self._spawn(self._respond(reply), "reply")
+        return reply
+
+    def _discard_speculative(self) -> None:
+        reply, self._speculative = self._speculative, None
+        if reply is not None:
+            metrics.SPECULATIVE_REPLIES.labels(outcome="miss").inc()
+            reply.task.cancel()
+
+    def _on_turn_ended(self, turn: TurnEnded) -> None:
+        reply, self._speculative = self._speculative, None
+        if reply is not None and reply.audio_end_ms == turn.audio_end_ms:
+            metrics.SPECULATIVE_REPLIES.labels(outcome="hit").inc()
+        else:
+            if reply is not None:
+                metrics.SPECULATIVE_REPLIES.labels(outcome="miss").inc()
+                reply.task.cancel()
+            reply = self._begin_reply(turn.audio, turn.audio_end_ms, turn.speech_ended_at)
         self.interrupt()
-        item_id = f"item_{self.id}_{next(self._ids)}"
-        self.events.send("input_audio_buffer.speech_stopped", audio_end_ms=turn.audio_end_ms, item_id=item_id)
-        self._reply_task = self._spawn(self._respond(turn, item_id), "reply")
+        reply.latency.endpointing_s = turn.decided_at - turn.speech_ended_at
+        self.events.send("input_audio_buffer.speech_stopped", audio_end_ms=turn.audio_end_ms, item_id=reply.item_id)
+        self._current = reply
+        self._set_state("thinking")
+        reply.released.set()
+        held, reply.held_events = reply.held_events, []
+        for event_type, fields in held:
+            self.events.send(event_type, **fields)
 
     def interrupt(self) -> None:
-        """Stop the running reply now: drop its unplayed audio and cancel its generation."""
-        if self._reply_task is not None and not self._reply_task.done():
+        """Stop the released reply now: drop its unplayed audio and cancel its generation."""
+        reply = self._current
+        if reply is not None and not reply.task.done():
             self.outbound.clear()
-            self._reply_task.cancel()
+            reply.task.cancel()
+
+    def _emit(self, reply: _Reply, event_type: str, **fields) -> None:
+        """Send an event of ``reply``'s, or hold it while the reply is still speculative."""
+        if reply.released.is_set():
+            self.events.send(event_type, **fields)
+        else:
+            reply.held_events.append((event_type, fields))
 
     # --- replying ---------------------------------------------------------------------------------
 
-    async def _respond(self, turn: TurnEnded, item_id: str) -> None:
-        latency = TurnLatency(endpointing_s=turn.decided_at - turn.speech_ended_at)
-        self._set_state("thinking")
+    async def _respond(self, reply: _Reply) -> None:
         started = time.monotonic()
         try:
-            transcript = await self.runtime.transcribe(to_float(turn.audio), self.language)
+            transcript = await self.runtime.transcribe(to_float(reply.audio), self.language)
         except Exception:
             metrics.ERRORS.labels(stage="asr").inc()
             log.exception("session %s: speech recognition failed", self.id)
+            await reply.released.wait()
             self.events.send("error", error={"type": "asr_error", "message": "speech recognition failed"})
             self._set_state("listening")
             return
-        latency.asr_s = time.monotonic() - started
-        self.events.send(
+        reply.latency.asr_s = time.monotonic() - started
+        self._emit(
+            reply,
             "conversation.item.input_audio_transcription.completed",
-            item_id=item_id,
+            item_id=reply.item_id,
             content_index=0,
             transcript=transcript.text,
             language=transcript.language,
         )
         if not transcript.text.strip():
+            await reply.released.wait()
             self._set_state("listening")
             return
-        user = ChatMessage("user", transcript.text, audio=to_float(turn.audio))
-        reply = _Reply(f"resp_{self.id}_{next(self._ids)}", item_id, turn.speech_ended_at)
-        self._reply = reply
-        self.events.send("response.created", response={"id": reply.id, "status": "in_progress"})
+        user = ChatMessage("user", transcript.text, audio=to_float(reply.audio))
+        self._emit(reply, "response.created", response={"id": reply.id, "status": "in_progress"})
         status, text = "failed", ""
         try:
-            text = await self._generate_and_speak(reply, self.memory.context_for(user), latency)
+            text = await self._generate_and_speak(reply, self.memory.context_for(user))
+            await reply.released.wait()
             await self.outbound.wait_drained()
             status = "completed"
         except asyncio.CancelledError:
-            status = "cancelled"
+            status = "cancelled" if reply.released.is_set() else "discarded"
             raise
         except Exception:
             metrics.ERRORS.labels(stage="reply").inc()
             log.exception("session %s: reply %s failed", self.id, reply.id)
-            self.events.send(
-                "error", error={"type": "reply_error", "message": "the reply could not be generated"}
-            )
+            await reply.released.wait()
+            self.events.send("error", error={"type": "reply_error", "message": "the reply could not be generated"})
         finally:
-            heard = text if status == "completed" else self._heard(reply)
-            self.memory.remember(user, heard)
-            self._finish_reply(reply, status, heard, latency)
+            if status != "discarded":
+                heard = text if status == "completed" else self._heard(reply)
+                self.memory.remember(user, heard)
+                self._finish_reply(reply, status, heard)
 
-    async def _generate_and_speak(
-        self, reply: _Reply, messages: list[ChatMessage], latency: TurnLatency
-    ) -> str:
+    async def _generate_and_speak(self, reply: _Reply, messages: list[ChatMessage]) -> str:
+        latency = reply.latency
         chunker = PhraseChunker(self.config.chunker)
         phrases: asyncio.Queue[str | None] = asyncio.Queue()
-        speaker = asyncio.create_task(self._speak(reply, phrases, latency))
+        speaker = asyncio.create_task(self._speak(reply, phrases))
         parts: list[str] = []
         started = time.monotonic()
         try:
@@ -218,7 +270,8 @@ class Session:
                 if latency.llm_first_token_s is None:
                     latency.llm_first_token_s = time.monotonic() - started
                 parts.append(piece)
-                self.events.send(
+                self._emit(
+                    reply,
                     "response.audio_transcript.delta",
                     response_id=reply.id,
                     item_id=reply.item_id,
@@ -227,6 +280,8 @@ class Session:
                     delta=piece,
                 )
                 for phrase in chunker.push(piece):
+                    if latency.llm_first_phrase_s is None:
+                        latency.llm_first_phrase_s = time.monotonic() - started
                     phrases.put_nowait(phrase)
             for phrase in chunker.flush():
                 phrases.put_nowait(phrase)
@@ -238,7 +293,7 @@ class Session:
                 await asyncio.gather(speaker, return_exceptions=True)
         return "".join(parts).strip()
 
-    async def _speak(self, reply: _Reply, phrases: asyncio.Queue[str | None], latency: TurnLatency) -> None:
+    async def _speak(self, reply: _Reply, phrases: asyncio.Queue[str | None]) -> None:
         while (phrase := await phrases.get()) is not None:
             tag = (reply.id, len(reply.phrases))
             spoken = SpokenPhrase(phrase, 0)
@@ -246,17 +301,18 @@ class Session:
             resampler = Resampler(self.outbound.sample_rate)
             started = time.monotonic()
             async for chunk in self.runtime.synthesize(phrase, self.language, threading.Event()):
-                if latency.tts_first_audio_s is None:
-                    latency.tts_first_audio_s = time.monotonic() - started
+                if reply.latency.tts_first_audio_s is None:
+                    reply.latency.tts_first_audio_s = time.monotonic() - started
                 samples = resampler.samples(chunk.audio, chunk.sample_rate)
                 spoken.samples += len(samples)
+                await reply.released.wait()  # a speculative reply keeps its audio until the turn has ended
                 self.outbound.enqueue(samples, tag)
             tail = resampler.flush()
             spoken.samples += len(tail)
             self.outbound.enqueue(tail, tag)
 
     def _on_audio_started(self, tag, at: float) -> None:
-        reply = self._reply
+        reply = self._current
         if reply is not None and tag[0] == reply.id and reply.first_audio_at is None:
             reply.first_audio_at = at
             self._set_state("speaking")
@@ -265,7 +321,8 @@ class Session:
         sent = [self.outbound.sent_by_tag.get((reply.id, i), 0) for i in range(len(reply.phrases))]
         return heard_text(reply.phrases, sent)
 
-    def _finish_reply(self, reply: _Reply, status: str, text: str, latency: TurnLatency) -> None:
+    def _finish_reply(self, reply: _Reply, status: str, text: str) -> None:
+        latency = reply.latency
         if reply.first_audio_at is not None:
             latency.voice_to_voice_s = reply.first_audio_at - reply.speech_ended_at
             metrics.VOICE_TO_VOICE.observe(latency.voice_to_voice_s)
@@ -284,8 +341,8 @@ class Session:
         self._log_turn(reply, status, text, latency)
         for key in [k for k in self.outbound.sent_by_tag if k[0] == reply.id]:
             del self.outbound.sent_by_tag[key]
-        if self._reply is reply:
-            self._reply = None
+        if self._current is reply:
+            self._current = None
         if status != "cancelled":
             self._set_state("listening")
 
@@ -296,6 +353,8 @@ class Session:
             metrics.ASR.labels(backend=self.runtime.stt.name).observe(latency.asr_s)
         if latency.llm_first_token_s is not None:
             metrics.LLM_FIRST_TOKEN.labels(backend=self.runtime.chat.name).observe(latency.llm_first_token_s)
+        if latency.llm_first_phrase_s is not None:
+            metrics.LLM_FIRST_PHRASE.labels(backend=self.runtime.chat.name).observe(latency.llm_first_phrase_s)
         if latency.tts_first_audio_s is not None:
             metrics.TTS_FIRST_AUDIO.labels(backend=self.runtime.tts.name).observe(latency.tts_first_audio_s)
 

@@ -44,7 +44,7 @@ def runtime() -> Iterator[ModelRuntime]:
 
 
 def utterance(text: str) -> np.ndarray:
-    return np.concatenate([silence(0.3), speak(text), silence(0.2)])
+    return np.concatenate([silence(0.3), speak(text, words_per_minute=140), silence(0.2)])
 
 
 async def test_a_spoken_question_gets_a_spoken_answer_and_the_follow_up_has_the_first_turn_as_context(runtime):

@@ -14,7 +14,7 @@ from agent.client.peer import TalkClient
 from agent.client.talk import run_turn
 from tests.conftest import running_server
 from tests.fakes import scripted_runtime
-from tests.speech import silence, speak
+from tests.speech import silence, speak, trim
 
 AUDIO_ONLY_OFFER_LINES = ("v=0", "o=- 0 0 IN IP4 127.0.0.1", "s=-", "t=0 0")
 
@@ -173,3 +173,29 @@ async def test_a_peer_that_vanishes_mid_reply_is_cleaned_up_and_others_are_unaff
             result = await run_turn(survivor, question, 16_000, timeout=30)
             assert result.status == "completed" and result.first_audio_at is not None
             await vanishing.close()
+
+
+async def test_speculative_work_is_discarded_when_the_user_goes_on_after_a_short_pause(config, question):
+    config.vad.speculative_silence_ms = 200
+    config.vad.end_of_turn_silence_ms = 700
+    runtime = scripted_runtime()
+    before = metric_value("voice_agent_speculative_replies_total", outcome="miss")
+    async with running_server(config, runtime) as (url, state):
+        async with TalkClient() as client:
+            await client.connect(url)
+            words = trim(question)
+            spoken = np.concatenate([words, silence(0.45), words])  # pause: past 200 ms, short of 700 ms
+            result = await run_turn(client, spoken, 16_000, timeout=20)
+    assert result.status == "completed"
+    assert runtime.stt.calls >= 2  # the speculative attempt ran recognition before it was dropped
+    types = [e["type"] for e in client.events]
+    assert types.count("response.created") == 1
+    assert types.count("conversation.item.input_audio_transcription.completed") == 1
+    assert types.count("input_audio_buffer.speech_stopped") == 1
+    assert metric_value("voice_agent_speculative_replies_total", outcome="miss") >= before + 1
+
+
+def metric_value(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from agent.audio.turns import SpeechStarted, TurnDetector, TurnEnded, frame_dbfs
+from agent.audio.turns import PauseDetected, SpeechStarted, TurnDetector, TurnEnded, frame_dbfs
 from agent.config import VadConfig
 from tests.speech import silence, speak, trim
 
@@ -65,3 +65,24 @@ def test_a_click_shorter_than_min_speech_does_not_start_a_turn(question):
 def test_frames_of_the_wrong_size_are_refused():
     with pytest.raises(ValueError, match="320 samples"):
         TurnDetector(VadConfig()).process(np.zeros(100, dtype=np.int16), 0.0)
+
+
+def test_a_short_pause_starts_speculation_and_speaking_again_cancels_it_within_one_turn(question):
+    config = VadConfig(speculative_silence_ms=200, end_of_turn_silence_ms=500)
+    audio = np.concatenate([silence(0.5), question, silence(0.3), question, silence(1.0)])
+    kinds = [type(e).__name__ for _, e in run(TurnDetector(config), audio)]
+    assert kinds == ["SpeechStarted", "PauseDetected", "SpeechResumed", "PauseDetected", "TurnEnded"]
+
+
+def test_the_speculative_audio_is_the_audio_the_turn_ends_with(question):
+    events = [e for _, e in run(TurnDetector(VadConfig()), np.concatenate([silence(0.5), question, silence(1.0)]))]
+    pause = next(e for e in events if isinstance(e, PauseDetected))
+    turn = next(e for e in events if isinstance(e, TurnEnded))
+    assert np.array_equal(pause.audio, turn.audio)
+    assert pause.audio_end_ms == turn.audio_end_ms
+
+
+def test_speculation_off_emits_no_pause_events(question):
+    config = VadConfig(speculative_silence_ms=0)
+    events = run(TurnDetector(config), np.concatenate([silence(0.5), question, silence(1.0)]))
+    assert [type(e).__name__ for _, e in events] == ["SpeechStarted", "TurnEnded"]

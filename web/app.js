@@ -9,6 +9,7 @@ const LATENCY_STAGES = [
   ["endpointing_s", "endpointing"],
   ["asr_s", "speech-to-text"],
   ["llm_first_token_s", "LLM first token"],
+  ["llm_first_phrase_s", "first phrase"],
   ["tts_first_audio_s", "TTS first audio"],
 ];
 

@@ -28,6 +28,23 @@ class SpeechStarted:
 
 
 @dataclass
+class PauseDetected:
+    """Speech paused for ``speculative_silence_ms``: the turn may be over. Audio as a TurnEnded would hold."""
+
+    audio: np.ndarray
+    audio_start_ms: int
+    audio_end_ms: int
+    speech_ended_at: float
+
+
+@dataclass
+class SpeechResumed:
+    """Voiced audio after a ``PauseDetected``: the turn was not over."""
+
+    at: float
+
+
+@dataclass
 class TurnEnded:
     audio: np.ndarray  # int16, padding + speech + a short tail
     audio_start_ms: int
@@ -36,7 +53,7 @@ class TurnEnded:
     decided_at: float  # arrival time of the frame that closed the turn
 
 
-TurnEvent = SpeechStarted | TurnEnded
+TurnEvent = SpeechStarted | PauseDetected | SpeechResumed | TurnEnded
 
 
 def frame_dbfs(frame: np.ndarray) -> float:
@@ -58,6 +75,9 @@ class TurnDetector:
             maxlen=config.pre_speech_padding_ms // config.frame_ms + self._frames_to_start
         )
         self._frames_to_end = max(1, math.ceil(config.end_of_turn_silence_ms / config.frame_ms))
+        speculative = math.ceil(config.speculative_silence_ms / config.frame_ms)
+        self._frames_to_pause = speculative if 0 < speculative < self._frames_to_end else 0
+        self._paused = False
         self._max_frames = int(config.max_turn_seconds * 1000 / config.frame_ms)
         self._position = 0  # frames seen since the stream began
         self._in_turn = False
@@ -99,22 +119,41 @@ class TurnDetector:
                 events.append(SpeechStarted(self._ms(self._turn_start_frame), now))
             return events
         self._turn.append(frame)
-        self._silent_run = 0 if voiced else self._silent_run + 1
+        if voiced:
+            self._silent_run = 0
+            if self._paused:
+                self._paused = False
+                events.append(SpeechResumed(now))
+        else:
+            self._silent_run += 1
         if self._silent_run >= self._frames_to_end or len(self._turn) >= self._max_frames:
             events.append(self._end_turn(now))
+        elif self._frames_to_pause and self._silent_run == self._frames_to_pause:
+            self._paused = True
+            events.append(
+                PauseDetected(
+                    self._turn_audio(),
+                    self._ms(self._turn_start_frame),
+                    self._ms(self._last_voiced_frame),
+                    self._last_voiced_at,
+                )
+            )
         return events
 
-    def _end_turn(self, now: float) -> TurnEnded:
+    def _turn_audio(self) -> np.ndarray:
         tail_frames = min(self._silent_run, _TAIL_KEPT_MS // self._config.frame_ms)
-        kept = len(self._turn) - self._silent_run + tail_frames
+        return np.concatenate(self._turn[: len(self._turn) - self._silent_run + tail_frames])
+
+    def _end_turn(self, now: float) -> TurnEnded:
         event = TurnEnded(
-            audio=np.concatenate(self._turn[:kept]),
+            audio=self._turn_audio(),
             audio_start_ms=self._ms(self._turn_start_frame),
             audio_end_ms=self._ms(self._last_voiced_frame),
             speech_ended_at=self._last_voiced_at,
             decided_at=now,
         )
         self._in_turn = False
+        self._paused = False
         self._voiced_run = 0
         self._silent_run = 0
         self._turn = []

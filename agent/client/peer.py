@@ -64,7 +64,7 @@ async def wait_until_ready(url: str, timeout: float) -> None:
                     problem = f"GET /ready answered {response.status}"
                     if response.status == 503:
                         problem += " (models still warming up)"
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 problem = f"cannot reach it ({exc or type(exc).__name__})"
             if time.monotonic() >= deadline:
                 raise ServerNotReadyError(f"server at {url} is not ready after {timeout:.0f} s: {problem}")
@@ -221,7 +221,7 @@ class TalkClient:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
             try:
                 await asyncio.wait_for(opened.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ConnectionError(
                     f"the events data channel did not open within {timeout:.0f} s "
                     f"(connection state: {pc.connectionState})"
@@ -246,7 +246,7 @@ class TalkClient:
         done = self._mic.play(samples, last_audible)
         try:
             return await asyncio.wait_for(done, limit)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TimeoutError(f"the microphone audio was not sent within {limit:.1f} s") from None
         finally:
             self._mic.discard(done)
@@ -402,7 +402,7 @@ async def _post_offer(url: str, offer: dict[str, str], timeout: float) -> dict[s
                 body = (await response.text())[:300]
                 raise ConnectionError(f"POST {endpoint} answered {response.status}: {body}")
             answer = await response.json()
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         raise ConnectionError(f"cannot POST the offer to {endpoint}: {exc or type(exc).__name__}") from exc
     if not isinstance(answer, dict) or answer.get("type") != "answer" or "sdp" not in answer:
         raise ConnectionError(f"POST {endpoint} did not return an SDP answer: {str(answer)[:300]}")

@@ -28,7 +28,9 @@ from agent.client.peer import SAMPLE_RATE, TalkClient, wait_until_ready
 logger = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-LATENCY_FIELDS = ("endpointing_s", "asr_s", "llm_first_token_s", "tts_first_audio_s", "voice_to_voice_s")
+LATENCY_FIELDS = (
+    "endpointing_s", "asr_s", "llm_first_token_s", "llm_first_phrase_s", "tts_first_audio_s", "voice_to_voice_s"
+)
 # How long the agent's audio must stay silent before its reply counts as finished.
 REPLY_QUIET_S = 0.5
 # The turn-latency event may follow response.done; this is how long we wait for it.

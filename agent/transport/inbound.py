@@ -56,7 +56,7 @@ class InboundAudio:
         while True:
             try:
                 frame = await asyncio.wait_for(track.recv(), self._timeout)
-            except (MediaStreamError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, MediaStreamError) as exc:
                 raise PeerVanished(f"no audio from the peer ({type(exc).__name__})") from exc
             self.push(self._resampler.frame(frame), time.monotonic())
 
