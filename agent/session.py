@@ -71,6 +71,11 @@ class _Reply:
     first_audio_at: float | None = None
     task: asyncio.Task | None = None
 
+    @property
+    def transcript_fields(self) -> dict:
+        """Where the reply's text sits, as OpenAI Realtime's response.audio_transcript.* events say it."""
+        return {"response_id": self.id, "item_id": self.item_id, "output_index": 0, "content_index": 0}
+
 
 class Session:
     def __init__(
@@ -270,15 +275,7 @@ class Session:
                 if latency.llm_first_token_s is None:
                     latency.llm_first_token_s = time.monotonic() - started
                 parts.append(piece)
-                self._emit(
-                    reply,
-                    "response.audio_transcript.delta",
-                    response_id=reply.id,
-                    item_id=reply.item_id,
-                    output_index=0,
-                    content_index=0,
-                    delta=piece,
-                )
+                self._emit(reply, "response.audio_transcript.delta", **reply.transcript_fields, delta=piece)
                 for phrase in chunker.push(piece):
                     if latency.llm_first_phrase_s is None:
                         latency.llm_first_phrase_s = time.monotonic() - started
@@ -328,14 +325,7 @@ class Session:
             metrics.VOICE_TO_VOICE.observe(latency.voice_to_voice_s)
         self._observe_stages(latency)
         metrics.TURNS.labels(status=status).inc()
-        self.events.send(
-            "response.audio_transcript.done",
-            response_id=reply.id,
-            item_id=reply.item_id,
-            output_index=0,
-            content_index=0,
-            transcript=text,
-        )
+        self.events.send("response.audio_transcript.done", **reply.transcript_fields, transcript=text)
         self.events.send("response.done", response={"id": reply.id, "status": status, "output_text": text})
         self.events.send("agent.turn.latency", response_id=reply.id, **latency.as_dict())
         self._log_turn(reply, status, text, latency)

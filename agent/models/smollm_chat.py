@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +15,7 @@ import torch
 from agent.config import Config, ConfigError
 from agent.languages import system_prompt
 from agent.models.base import ChatMessage
+from agent.models.cache_folder import build_once
 from agent.models.prefix_cache import PrefixCaches
 
 if TYPE_CHECKING:
@@ -42,9 +40,7 @@ class SmolLMChatModel:
         self.folder = model_folder(config)
         started = time.perf_counter()
         self._tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        self._model = AutoModelForCausalLM.from_pretrained(
-            self.folder, dtype=getattr(torch, config.llm.dtype)
-        )
+        self._model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=getattr(torch, config.llm.dtype))
         self._model.eval()
         self._stop_ids = _stop_token_ids(self._tokenizer, self._model)
         self._system_prompt = system_prompt(config)
@@ -134,41 +130,27 @@ def model_folder(config: Config) -> Path:
                 "use 'embedded' or such a folder"
             )
         return folder
-    folder = config.cache_path / _CACHE_NAME
-    if not (folder / "model.safetensors").is_file():
-        convert_gguf(_embedded_gguf(), folder)
-    return folder
+    return build_once(
+        config.cache_path / _CACHE_NAME, "model.safetensors", lambda scratch: convert_gguf(_embedded_gguf(), scratch)
+    )
 
 
 def convert_gguf(gguf: Path, folder: Path) -> None:
     """Unpack a GGUF checkpoint into a bfloat16 safetensors folder (the slow part of a first start)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting SmolLM2 GGUF to safetensors cache at %s, once, ~15 s", folder)
+    log.info("converting SmolLM2 GGUF to a safetensors cache, once, ~15 s")
     started = time.perf_counter()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    # Built beside the target and renamed into place, so a crash never leaves a half-written model.
-    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        # float32 is the fast way to unpack; bfloat16 loses nothing that 4-bit quantization kept.
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        # The weights are plain tensors now: without this, save_pretrained writes a GGUF quantization
-        # config and the cache would be read back as quantized.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.to(torch.bfloat16).save_pretrained(scratch)
-        tokenizer.save_pretrained(scratch)
-        scratch.chmod(0o755)  # mkdtemp makes it private
-        try:
-            os.rename(scratch, folder)
-        except OSError:
-            if not (folder / "model.safetensors").is_file():
-                raise
-            # Another process finished the same conversion first; its copy is as good as ours.
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # float32 is the fast way to unpack; bfloat16 loses nothing that 4-bit quantization kept.
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are plain tensors now: without this, save_pretrained writes a GGUF quantization
+    # config and the cache would be read back as quantized.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.to(torch.bfloat16).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     log.info("SmolLM2 cache written in %.1fs", time.perf_counter() - started)
 
 

