@@ -128,11 +128,16 @@ def test_second_chat_model_loads_from_the_safetensors_cache(
 def test_piper_speech_is_understood_by_whisper(
     tts: PiperTextToSpeech, english_stt: WhisperSpeechToText
 ) -> None:
-    chunks = list(tts.synthesize("The kitchen lights are on. Good night.", "en"))
+    sentence = "I would like to book a table for two. Tomorrow evening would be great."
+    chunks = list(tts.synthesize(sentence, "en"))
 
     assert len(chunks) == 2  # one chunk per sentence
     assert all(c.sample_rate == 22_050 and c.audio.dtype == np.float32 for c in chunks)
-    assert "kitchen lights are on" in heard(english_stt, chunks)
+    # Piper's synthesis is random (VITS noise), so tiny.en may mishear a word now and then:
+    # intelligible means nearly every word comes through, not an exact transcript.
+    expected = words(sentence).split()
+    recognised = set(heard(english_stt, chunks).split())
+    assert sum(word in recognised for word in expected) >= 0.85 * len(expected)
 
 
 def test_piper_speaking_rate_override_speeds_up_one_call(tts: PiperTextToSpeech) -> None:
