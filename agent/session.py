@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -218,9 +217,10 @@ class Session:
     # --- replying ---------------------------------------------------------------------------------
 
     async def _respond(self, reply: _Reply) -> None:
+        audio = to_float(reply.audio)
         started = time.monotonic()
         try:
-            transcript = await self.runtime.transcribe(to_float(reply.audio), self.language)
+            transcript = await self.runtime.transcribe(audio, self.language)
         except Exception:
             metrics.ERRORS.labels(stage="asr").inc()
             log.exception("session %s: speech recognition failed", self.id)
@@ -241,7 +241,7 @@ class Session:
             await reply.released.wait()
             self._set_state("listening")
             return
-        user = ChatMessage("user", transcript.text, audio=to_float(reply.audio))
+        user = ChatMessage("user", transcript.text, audio=audio)
         self._emit(reply, "response.created", response={"id": reply.id, "status": "in_progress"})
         status, text = "failed", ""
         try:
@@ -271,7 +271,7 @@ class Session:
         parts: list[str] = []
         started = time.monotonic()
         try:
-            async for piece in self.runtime.stream_reply(messages, threading.Event()):
+            async for piece in self.runtime.stream_reply(messages):
                 if latency.llm_first_token_s is None:
                     latency.llm_first_token_s = time.monotonic() - started
                 parts.append(piece)
@@ -297,7 +297,7 @@ class Session:
             reply.phrases.append(spoken)
             resampler = Resampler(self.outbound.sample_rate)
             started = time.monotonic()
-            async for chunk in self.runtime.synthesize(phrase, self.language, threading.Event()):
+            async for chunk in self.runtime.synthesize(phrase, self.language):
                 if reply.latency.tts_first_audio_s is None:
                     reply.latency.tts_first_audio_s = time.monotonic() - started
                 samples = resampler.samples(chunk.audio, chunk.sample_rate)

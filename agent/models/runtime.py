@@ -27,19 +27,21 @@ _DONE = object()
 
 
 async def iterate_in_thread(
-    executor: ThreadPoolExecutor, produce: Callable[[], Iterator[T]], cancel: threading.Event
+    executor: ThreadPoolExecutor, produce: Callable[[threading.Event], Iterator[T]]
 ) -> AsyncIterator[T]:
     """Run a blocking generator on ``executor`` and yield its items on the event loop.
 
-    When the consumer stops early (break, cancellation), ``cancel`` is set so the producer
-    stops at its next item instead of finishing in the background.
+    ``produce`` gets a cancel event of its own; when the consumer stops early (break,
+    cancellation) it is set, and the producer stops at its next item instead of finishing in
+    the background.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
+    cancel = threading.Event()
 
     def run() -> None:
         try:
-            for item in produce():
+            for item in produce(cancel):
                 loop.call_soon_threadsafe(queue.put_nowait, item)
                 if cancel.is_set():
                     break
@@ -106,13 +108,11 @@ class ModelRuntime:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executors["stt"], self.stt.transcribe, audio, language)
 
-    def stream_reply(self, messages: list[ChatMessage], cancel: threading.Event) -> AsyncIterator[str]:
-        return iterate_in_thread(
-            self.executors["llm"], lambda: self.chat.stream_reply(messages, cancel), cancel
-        )
+    def stream_reply(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
+        return iterate_in_thread(self.executors["llm"], lambda cancel: self.chat.stream_reply(messages, cancel))
 
-    def synthesize(self, text: str, language: str, cancel: threading.Event) -> AsyncIterator[SpeechChunk]:
-        return iterate_in_thread(self.executors["tts"], lambda: self.tts.synthesize(text, language), cancel)
+    def synthesize(self, text: str, language: str) -> AsyncIterator[SpeechChunk]:
+        return iterate_in_thread(self.executors["tts"], lambda cancel: self.tts.synthesize(text, language))
 
     def close(self) -> None:
         for executor in self.executors.values():

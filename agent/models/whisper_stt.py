@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from agent.config import Config, ConfigError
-from agent.models.base import Transcript
+from agent.models.base import SAMPLE_RATE, Transcript
 from agent.models.cache_folder import build_once
 
 log = logging.getLogger(__name__)
 
 _BASE_CACHE_NAME = "whisper-base"
 _BASE_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
-_FRAMES_PER_SECOND = 100  # Whisper's mel frames: hop 160 at 16 kHz
+_FRAMES_PER_SECOND = 100  # Whisper's mel frames (hop of 160 samples at 16 kHz)
 _FULL_WINDOW_FRAMES = 3000
 _MAX_TOKENS_PER_WINDOW = 224
 
@@ -60,7 +60,8 @@ class WhisperSpeechToText:
         if audio.size == 0:
             return Transcript("", language)
         audio = np.ascontiguousarray(audio, dtype=np.float32)
-        if 0 < self._window_frames < _FULL_WINDOW_FRAMES and len(audio) // 160 < self._window_frames:
+        frames = len(audio) * _FRAMES_PER_SECOND // SAMPLE_RATE
+        if 0 < self._window_frames < _FULL_WINDOW_FRAMES and frames < self._window_frames:
             return Transcript(self._transcribe_short(audio, language, max_new_tokens), language)
         segments, info = self._model.transcribe(
             audio,
