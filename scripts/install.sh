@@ -10,7 +10,7 @@ with_tests=0
 [[ "${1:-}" == "--test" ]] && with_tests=1
 
 if [[ $with_tests == 1 ]]; then
-    packages=(espeak-ng sox chromium chromium-driver)
+    packages=(espeak-ng sox chromium chromium-driver prometheus)
     missing=()
     for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
     if (( ${#missing[@]} )); then

@@ -1,31 +1,33 @@
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
+import socket
+import subprocess
+import sys
 
 import pytest
-from aiohttp import web
 
-from agent.config import Config
-from agent.models.runtime import ModelRuntime
-from agent.server.app import STATE_KEY, ServerState, create_app
+from agent.config import REPO_ROOT, Config
+from agent.server.background import running_server
+
+__all__ = ["running_server"]
 
 
-@contextlib.asynccontextmanager
-async def running_server(
-    config: Config, runtime: ModelRuntime | None
-) -> AsyncIterator[tuple[str, ServerState]]:
-    """The real aiohttp app on a free loopback port, in this test's event loop."""
-    app = create_app(config, runtime)
-    runner = web.AppRunner(app, shutdown_timeout=2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", app[STATE_KEY]
-    finally:
-        await runner.cleanup()
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_in_subprocess(*args: str) -> tuple[subprocess.Popen, str]:
+    """``voice-agent serve`` as its own process on a free port; returns it and its URL. stderr is piped."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "agent", "serve", "--port", str(port), *args],
+        cwd=REPO_ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return server, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture

@@ -28,6 +28,25 @@ class ScriptedSpeechToText:
         pass
 
 
+class SpeechToTextByLength:
+    """Transcribes a turn by its length: ``(min_seconds, text)`` pairs, the longest that fits wins."""
+
+    name = "length-stt"
+
+    def __init__(self, rules: list[tuple[float, str]]) -> None:
+        self.rules = sorted(rules)
+        self.heard: list[str] = []
+
+    def transcribe(self, audio: np.ndarray, language: str) -> Transcript:
+        seconds = len(audio) / 16_000
+        text = [text for min_seconds, text in self.rules if seconds >= min_seconds][-1]
+        self.heard.append(text)
+        return Transcript(text, language)
+
+    def warm_up(self) -> None:
+        pass
+
+
 class ScriptedChatModel:
     """Streams a fixed reply word by word and records every context it was given."""
 

@@ -5,18 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 
 from agent.client.peer import TalkClient, wait_until_ready
 from agent.config import REPO_ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import serve_in_subprocess
 
 
 def test_an_unknown_config_key_stops_start_up_naming_the_key():
@@ -30,15 +24,8 @@ def test_an_unknown_config_key_stops_start_up_naming_the_key():
 
 
 async def test_sigterm_closes_every_peer_connection_and_exits_cleanly():
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "agent", "serve", "--port", str(port)],
-        cwd=REPO_ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server, url = serve_in_subprocess()
     try:
-        url = f"http://127.0.0.1:{port}"
         await wait_until_ready(url, timeout=180)
         async with TalkClient() as client:
             await client.connect(url)

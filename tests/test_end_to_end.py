@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 
@@ -20,16 +21,21 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 class RecordingChatModel:
-    """The real chat model, with every context it is given written down."""
+    """The real chat model, with every context it is given and every reply it generates written down."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
         self.name = inner.name
         self.contexts: list[list[ChatMessage]] = []
+        self.replies: list[str] = []
 
     def stream_reply(self, messages: list[ChatMessage], cancel: threading.Event) -> Iterator[str]:
         self.contexts.append(list(messages))
-        return self.inner.stream_reply(messages, cancel)
+        self.replies.append("")
+        index = len(self.replies) - 1
+        for piece in self.inner.stream_reply(messages, cancel):
+            self.replies[index] += piece
+            yield piece
 
     def warm_up(self) -> None:
         self.inner.warm_up()
@@ -68,3 +74,34 @@ async def test_a_spoken_question_gets_a_spoken_answer_and_the_follow_up_has_the_
     assert follow_up_context[1] == ("user", first.transcript)
     assert follow_up_context[2] == ("assistant", first.reply_text)
     assert follow_up_context[3] == ("user", second.transcript)
+
+
+async def test_speaking_over_a_spoken_answer_cuts_it_and_the_next_answer_replies_to_the_interruption(runtime):
+    async with running_server(Config(), runtime) as (url, state):
+        async with TalkClient() as client:
+            await client.connect(url)
+            [session] = state.sessions.values()
+            await client.say(utterance("Tell me a long story about a brave knight and a dragon."), 16_000)
+            await client.wait_for_event("agent.state", 60, predicate=lambda e: e["state"] == "speaking")
+            await asyncio.sleep(1.0)
+            interrupted_at = len(client.events)
+            answer = await run_turn(client, utterance("What is the capital of France?"), 16_000, timeout=60)
+            memory = session.memory.exchanges
+
+    assert answer.error is None, answer.error
+    barge_in = [e for e in client.events[interrupted_at:] if e["type"] == "agent.barge_in"]
+    assert barge_in and barge_in[0]["audible_frames_after_decision"] <= 2
+    [truncated] = [e for e in client.events if e["type"] == "conversation.item.truncated"]
+    story = next(
+        reply
+        for context, reply in zip(runtime.chat.contexts, runtime.chat.replies, strict=True)
+        if "story" in context[-1].text.lower()
+    )
+    heard = truncated["text"].split()
+    assert heard and len(heard) < len(story.split()), "about a second of a long story was heard, not all of it"
+    assert heard == story.split()[: len(heard)]
+    assert memory[-2].agent.text == truncated["text"]
+    assert "capital" in answer.transcript.lower()
+    answer_context = [(m.role, m.text) for m in runtime.chat.contexts[-1]]
+    assert answer_context[-2:] == [("assistant", truncated["text"]), ("user", answer.transcript)]
+    assert answer.status == "completed" and answer.reply_text

@@ -2,6 +2,7 @@
 
 // Browser side of the voice agent: one WebRTC call to the server (mic up, agent audio down)
 // and a data channel "events" carrying the server's JSON events (agent/transport/events.py).
+// The page reports what it measured of the agent's audio (playout.js) as agent.client.stats events.
 
 const ICE_GATHERING_TIMEOUT_MS = 5000;
 const STATES = new Set(["idle", "connecting", "listening", "thinking", "speaking"]);
@@ -21,9 +22,10 @@ const ui = {
   audio: document.getElementById("remote-audio"),
 };
 
-// The call in progress: {closed, pc, stream}, or null when idle.
+// The call in progress: {closed, pc, stream, channel, monitor, stats}, or null when idle.
 let call = null;
-// Agent transcript entries of the current call, by response_id: {message, text, latency}.
+// Agent transcript entries of the current call, by response_id:
+// {message, text, latency, itemId, streamed, heard, mouthToEarS}.
 const agentEntries = new Map();
 
 ui.talk.addEventListener("click", () => (call ? endCall(call) : startCall()));
@@ -31,8 +33,9 @@ ui.talk.addEventListener("click", () => (call ? endCall(call) : startCall()));
 // --- Call lifecycle -------------------------------------------------------------------------
 
 async function startCall() {
-  const current = { closed: false, pc: null, stream: null };
+  const current = { closed: false, pc: null, stream: null, channel: null, monitor: null, stats: null };
   call = current;
+  current.monitor = startPlayoutMonitor(current);
   agentEntries.clear();
   clearError();
   setTalkButton(true);
@@ -57,14 +60,17 @@ async function connect(current) {
     audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
   });
   ensureOpen(current);
+  measureSafely(() => current.monitor?.listenToMicrophone(current.stream));
 
   const pc = new RTCPeerConnection({ iceServers: config.ice_servers ?? [] });
   current.pc = pc;
+  current.stats = new WebRtcStatsReader(pc);
   // The channel must exist before the offer so that the SDP carries an application section.
   const channel = pc.createDataChannel("events");
+  current.channel = channel;
   channel.addEventListener("message", (event) => handleMessage(current, event.data));
   channel.addEventListener("close", () => onChannelClosed(current));
-  pc.addEventListener("track", playRemoteAudio);
+  pc.addEventListener("track", (event) => playRemoteAudio(current, event));
   pc.addEventListener("connectionstatechange", () => onConnectionState(current));
   for (const track of current.stream.getAudioTracks()) pc.addTrack(track, current.stream);
 
@@ -78,6 +84,7 @@ async function connect(current) {
 
 function endCall(current) {
   current.closed = true;
+  current.monitor?.close();
   current.pc?.close();
   current.stream?.getTracks().forEach((track) => track.stop());
   if (call !== current) return;
@@ -107,8 +114,42 @@ function onChannelClosed(current) {
   showError("The agent closed the session.");
 }
 
-function playRemoteAudio(event) {
-  ui.audio.srcObject = event.streams[0] ?? new MediaStream([event.track]);
+function playRemoteAudio(current, event) {
+  const stream = event.streams[0] ?? new MediaStream([event.track]);
+  ui.audio.srcObject = stream;
+  measureSafely(() => current.monitor?.listenToReply(stream));
+}
+
+// --- Measuring what the user hears (playout.js) ----------------------------------------------
+
+// Measurement must never break the call: without WebAudio the page just reports nothing.
+function startPlayoutMonitor(current) {
+  try {
+    return new PlayoutMonitor((measured) => reportPlayout(current, measured));
+  } catch (err) {
+    console.warn("No mouth-to-ear measurement:", err);
+    return null;
+  }
+}
+
+function measureSafely(action) {
+  try {
+    action();
+  } catch (err) {
+    console.warn("Playout measurement failed:", err);
+  }
+}
+
+// One agent.client.stats event per reply heard: its mouth-to-ear time and the WebRTC stats then.
+async function reportPlayout(current, { responseId, mouthToEarS }) {
+  const entry = agentEntries.get(responseId);
+  if (entry && mouthToEarS !== null) entry.mouthToEarS = mouthToEarS;
+  const stats = await current.stats?.read().catch(() => ({}));
+  if (current.closed || current.channel?.readyState !== "open") return;
+  const report = { type: "agent.client.stats", ...stats };
+  if (responseId) report.response_id = responseId;
+  if (mouthToEarS !== null) report.mouth_to_ear_s = mouthToEarS;
+  current.channel.send(JSON.stringify(report));
 }
 
 // --- Signalling -----------------------------------------------------------------------------
@@ -160,10 +201,17 @@ async function postOffer(offer) {
 
 const eventHandlers = {
   "agent.state": (event) => setState(event.state),
+  "input_audio_buffer.speech_started": (event, current) => current.monitor?.speechStarted(),
+  "input_audio_buffer.speech_stopped": (event, current) => current.monitor?.speechStopped(),
   "conversation.item.input_audio_transcription.completed": (event) => addUserLine(event.transcript),
-  "response.audio_transcript.delta": (event) => appendAgentText(event.response_id, event.delta),
+  "response.created": (event, current) => current.monitor?.responseCreated(event.response?.id),
+  "response.audio_transcript.delta": (event) => appendAgentText(event),
+  "conversation.item.truncated": (event) => truncateAgentLine(event),
   "response.audio_transcript.done": (event) => finishAgentLine(event.response_id, event.transcript),
-  "response.done": (event) => onResponseDone(event.response),
+  "response.done": (event, current) => {
+    onResponseDone(event.response);
+    current.monitor?.responseDone(event.response?.id);
+  },
   "agent.turn.latency": (event) => showLatency(event),
   error: (event) => showError(event.error?.message ?? "The agent reported an error."),
 };
@@ -177,7 +225,7 @@ function handleMessage(current, data) {
     console.warn("Ignoring a data channel message that is not JSON:", data);
     return;
   }
-  eventHandlers[event.type]?.(event);
+  eventHandlers[event.type]?.(event, current);
 }
 
 // --- Transcript -----------------------------------------------------------------------------
@@ -189,26 +237,57 @@ function addUserLine(text) {
   scrollToEnd();
 }
 
-function appendAgentText(responseId, delta) {
-  agentEntry(responseId).text.textContent += delta ?? "";
+function appendAgentText(event) {
+  const entry = agentEntry(event.response_id);
+  entry.itemId ??= event.item_id;
+  entry.streamed += event.delta ?? "";
+  if (entry.heard === null) entry.text.textContent = entry.streamed;
   scrollToEnd();
+}
+
+// The user spoke over the reply: its bubble keeps the words that were heard and strikes through the
+// rest, which was written but never played.
+function truncateAgentLine(event) {
+  const entry = [...agentEntries.values()].find((e) => e.itemId === event.item_id);
+  if (!entry || typeof event.text !== "string") return;
+  showHeard(entry, event.text);
+  entry.message.classList.add("interrupted");
+  scrollToEnd();
+}
+
+function showHeard(entry, heardText) {
+  const heard = heardText.trim().split(/\s+/).filter(Boolean);
+  const written = entry.streamed.trim().split(/\s+/).filter(Boolean);
+  const isPrefix = heard.every((word, i) => written[i] === word);
+  const unheard = isPrefix ? written.slice(heard.length).join(" ") : "";
+  entry.heard = heard.join(" ");
+  const parts = [entry.heard];
+  if (unheard) {
+    const struck = document.createElement("del");
+    struck.className = "unheard";
+    struck.title = "Not heard: the reply was interrupted";
+    struck.textContent = unheard;
+    parts.push(entry.heard ? " " : "", struck);
+  }
+  entry.text.replaceChildren(...parts);
 }
 
 // The final transcript is what the user heard: shorter than the deltas when the reply was interrupted.
 function finishAgentLine(responseId, transcript) {
   const entry = agentEntry(responseId);
-  if (typeof transcript === "string") entry.text.textContent = transcript;
+  if (typeof transcript === "string" && transcript.trim() !== entry.streamed.trim()) showHeard(entry, transcript);
   markFinal(entry);
 }
 
 function onResponseDone(response) {
   const entry = agentEntry(response.id);
   const completed = response.status === "completed";
-  if (!entry.text.textContent && completed && response.output_text) {
+  if (!entry.streamed && entry.heard === null && completed && response.output_text) {
     entry.text.textContent = response.output_text;
   }
   // Nothing was heard of this reply (interrupted before its first audio): it leaves no line.
-  if (!entry.text.textContent.trim()) {
+  const heard = entry.heard ?? entry.text.textContent;
+  if (!heard.trim()) {
     entry.message.remove();
     agentEntries.delete(response.id);
     return;
@@ -218,6 +297,7 @@ function onResponseDone(response) {
     const note = entry.message.querySelector(".note");
     note.textContent = response.status === "cancelled" ? "interrupted" : "failed";
     note.hidden = false;
+    if (response.status === "cancelled") entry.message.classList.add("interrupted");
   }
 }
 
@@ -231,6 +311,7 @@ function showLatency(event) {
   const stages = LATENCY_STAGES.filter(([key]) => typeof event[key] === "number").map(([key, label]) =>
     latencyStage(label, event[key]),
   );
+  if (typeof entry.mouthToEarS === "number") stages.unshift(latencyStage("mouth to ear", entry.mouthToEarS));
   // Spaces between the stages let a narrow line wrap between them, never inside one.
   entry.latency.replaceChildren(total, ...stages.flatMap((stage) => [" ", stage]));
   entry.latency.hidden = false;
@@ -259,6 +340,10 @@ function agentEntry(responseId) {
       message,
       text: message.querySelector(".agent"),
       latency: message.querySelector(".latency"),
+      itemId: null,
+      streamed: "", // every word the server wrote, heard or not
+      heard: null, // what was heard, once the reply was cut short
+      mouthToEarS: null,
     };
     agentEntries.set(responseId, entry);
   }

@@ -63,7 +63,10 @@ def frame_dbfs(frame: np.ndarray) -> float:
 
 
 class TurnDetector:
-    """Feeds on fixed-size frames, emits ``SpeechStarted`` and ``TurnEnded`` events."""
+    """Feeds on fixed-size frames, emits ``SpeechStarted``, ``PauseDetected``, ``SpeechResumed`` and ``TurnEnded``.
+
+    The silence that ends a turn can be changed while the user pauses (adaptive end of turn).
+    """
 
     def __init__(self, config: VadConfig) -> None:
         self._config = config
@@ -74,9 +77,11 @@ class TurnDetector:
         self._padding = collections.deque(
             maxlen=config.pre_speech_padding_ms // config.frame_ms + self._frames_to_start
         )
-        self._frames_to_end = max(1, math.ceil(config.end_of_turn_silence_ms / config.frame_ms))
+        self._default_frames_to_end = self._frames(config.end_of_turn_silence_ms)
+        self._frames_to_end = self._default_frames_to_end
         speculative = math.ceil(config.speculative_silence_ms / config.frame_ms)
         self._frames_to_pause = speculative if 0 < speculative < self._frames_to_end else 0
+        self._voiced_in_turn = 0
         self._paused = False
         self._max_frames = int(config.max_turn_seconds * 1000 / config.frame_ms)
         self._position = 0  # frames seen since the stream began
@@ -91,6 +96,27 @@ class TurnDetector:
     @property
     def in_turn(self) -> bool:
         return self._in_turn
+
+    @property
+    def voiced_ms(self) -> int:
+        """Voiced audio in the current turn so far."""
+        return self._voiced_in_turn * self._config.frame_ms
+
+    @property
+    def silence_ms(self) -> int:
+        """Silence since the current turn's last voiced frame."""
+        return self._silent_run * self._config.frame_ms
+
+    def set_end_of_turn_silence(self, ms: int) -> None:
+        """Change the silence that ends the current turn; back to the configured value when speech resumes."""
+        if self._in_turn:
+            self._frames_to_end = self._frames(ms)
+
+    def end_turn_if_silent_enough(self, now: float) -> TurnEnded | None:
+        """End the current turn now if its silence already reaches the (possibly shortened) threshold."""
+        if self._in_turn and self._silent_run and self._silent_run >= self._frames_to_end:
+            return self._end_turn(now)
+        return None
 
     def is_voiced(self, frame: np.ndarray) -> bool:
         if frame_dbfs(frame) < self._config.energy_floor_dbfs:
@@ -113,6 +139,7 @@ class TurnDetector:
             if self._voiced_run >= self._frames_to_start:
                 self._in_turn = True
                 self._silent_run = 0
+                self._voiced_in_turn = self._voiced_run
                 self._turn = list(self._padding)
                 self._turn_start_frame = self._position - len(self._turn)
                 self._padding.clear()
@@ -121,8 +148,10 @@ class TurnDetector:
         self._turn.append(frame)
         if voiced:
             self._silent_run = 0
+            self._voiced_in_turn += 1
             if self._paused:
                 self._paused = False
+                self._frames_to_end = self._default_frames_to_end
                 events.append(SpeechResumed(now))
         else:
             self._silent_run += 1
@@ -154,10 +183,14 @@ class TurnDetector:
         )
         self._in_turn = False
         self._paused = False
+        self._frames_to_end = self._default_frames_to_end
         self._voiced_run = 0
         self._silent_run = 0
         self._turn = []
         return event
+
+    def _frames(self, ms: int) -> int:
+        return max(1, math.ceil(ms / self._config.frame_ms))
 
     def _ms(self, frames: int) -> int:
         return frames * self._config.frame_ms

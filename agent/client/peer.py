@@ -256,6 +256,32 @@ class TalkClient:
             raise ConnectionError("the events channel is not open")
         self._channel.send(json.dumps(event))
 
+    async def report_playout(self, mouth_to_ear_s: float | None, response_id: str | None = None) -> dict[str, Any]:
+        """Tell the server what this client measured, as the page does: an ``agent.client.stats`` event.
+
+        ``mouth_to_ear_s`` is the caller's (end of speech sent to first audible reply frame received);
+        the round-trip time is aiortc's, from RTCP, once it has one. aiortc has no counterpart of the
+        browser's jitter buffer delay, so that field is left out. Returns the event sent.
+        """
+        event: dict[str, Any] = {"type": "agent.client.stats"}
+        if response_id is not None:
+            event["response_id"] = response_id
+        if mouth_to_ear_s is not None:
+            event["mouth_to_ear_s"] = mouth_to_ear_s
+        if (rtt := await self.round_trip_time()) is not None:
+            event["round_trip_time_s"] = rtt
+        await self.send_event(event)
+        return event
+
+    async def round_trip_time(self) -> float | None:
+        """Round-trip time to the server from RTCP receiver reports, None before the first one."""
+        if self._pc is None:
+            return None
+        for stats in (await self._pc.getStats()).values():
+            if stats.type == "remote-inbound-rtp" and stats.roundTripTime is not None:
+                return stats.roundTripTime
+        return None
+
     async def wait_for_event(
         self,
         type: str,
@@ -284,6 +310,13 @@ class TalkClient:
     def first_audible_after(self, t: float, threshold: int = AUDIBLE_THRESHOLD) -> float | None:
         """Receive time of the first frame received after ``t`` whose peak exceeds ``threshold``."""
         for i in range(bisect.bisect_right(self._rx_times, t), len(self._rx_times)):
+            if self._rx_peaks[i] > threshold:
+                return self._rx_times[i]
+        return None
+
+    def last_audible_before(self, t: float, threshold: int = AUDIBLE_THRESHOLD) -> float | None:
+        """Receive time of the last frame received before ``t`` whose peak exceeds ``threshold``."""
+        for i in range(bisect.bisect_left(self._rx_times, t) - 1, -1, -1):
             if self._rx_peaks[i] > threshold:
                 return self._rx_times[i]
         return None

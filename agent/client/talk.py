@@ -29,7 +29,13 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 LATENCY_FIELDS = (
-    "endpointing_s", "asr_s", "llm_first_token_s", "llm_first_phrase_s", "tts_first_audio_s", "voice_to_voice_s"
+    "endpointing_s",
+    "asr_s",
+    "llm_first_token_s",
+    "llm_per_token_s",
+    "llm_first_phrase_s",
+    "tts_first_audio_s",
+    "voice_to_voice_s",
 )
 # How long the agent's audio must stay silent before its reply counts as finished.
 REPLY_QUIET_S = 0.5
@@ -61,9 +67,13 @@ class TurnResult:
 async def run_turn(client: TalkClient, audio: np.ndarray, sample_rate: int, timeout: float) -> TurnResult:
     """Say ``audio``, wait for ``response.done`` and for the spoken reply to finish."""
     start_index = len(client.events)
+    # A reply started before this turn (the one this turn interrupts) ends during it: not ours.
+    earlier = {e["response"]["id"] for e in client.events if e["type"] == "response.created"}
     result = TurnResult(end_of_speech_at=await client.say(audio, sample_rate))
     try:
-        done = await client.wait_for_event("response.done", timeout, after_index=start_index)
+        done = await client.wait_for_event(
+            "response.done", timeout, after_index=start_index, predicate=lambda e: e["response"]["id"] not in earlier
+        )
     except TimeoutError as exc:
         result.error = str(exc)
     else:

@@ -24,10 +24,16 @@ class ConversationMemory:
     def exchanges(self) -> list[Exchange]:
         return list(self._exchanges)
 
-    def context_for(self, user: ChatMessage) -> list[ChatMessage]:
-        """What the chat model is given to answer ``user``: system prompt, remembered turns, the new turn."""
+    def context_for(self, user: ChatMessage, pending: Exchange | None = None) -> list[ChatMessage]:
+        """What the chat model is given to answer ``user``: system prompt, remembered turns, the new turn.
+
+        ``pending`` is an exchange about to be remembered (an interrupted reply, cut to what was heard).
+        """
         messages = [ChatMessage("system", self.system_prompt)] if self.system_prompt else []
-        for exchange in self._exchanges:
+        exchanges = list(self._exchanges)
+        if pending is not None:
+            exchanges = [*exchanges, pending][-self.max_turns :]
+        for exchange in exchanges:
             messages.append(exchange.user)
             if exchange.agent.text:
                 messages.append(exchange.agent)

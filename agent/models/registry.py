@@ -18,7 +18,15 @@ from agent.models.whisper_stt import WhisperSpeechToText
 T = TypeVar("T")
 
 SPEECH_TO_TEXT: dict[str, Callable[[Config], SpeechToText]] = {"whisper": WhisperSpeechToText}
-CHAT_MODELS: dict[str, Callable[[Config], ChatModel]] = {"smollm2": SmolLMChatModel}
+
+
+def _voxtral(config: Config) -> ChatModel:
+    from agent.models.voxtral_chat import VoxtralChatModel  # imported on use: it needs mistral-common
+
+    return VoxtralChatModel(config)
+
+
+CHAT_MODELS: dict[str, Callable[[Config], ChatModel]] = {"smollm2": SmolLMChatModel, "voxtral": _voxtral}
 TEXT_TO_SPEECH: dict[str, Callable[[Config], TextToSpeech]] = {
     "piper": PiperTextToSpeech,
     "espeak": EspeakTextToSpeech,

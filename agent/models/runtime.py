@@ -79,6 +79,14 @@ class ModelRuntime:
     load_seconds: float = 0.0
     warm_up_seconds: float = 0.0
 
+    def __post_init__(self) -> None:
+        # A chat model that schedules several replies itself (Voxtral: one GPU thread, token by token)
+        # gets that many llm threads; each only waits on its reply's tokens.
+        replies = getattr(self.chat, "max_concurrent_replies", 1)
+        if replies > 1:
+            self.executors["llm"].shutdown(wait=False)
+            self.executors["llm"] = ThreadPoolExecutor(max_workers=replies, thread_name_prefix="llm")
+
     @classmethod
     def load(cls, config: Config) -> ModelRuntime:
         """Load and warm up every model (blocking; call it from a thread)."""

@@ -17,6 +17,7 @@ from agent.languages import system_prompt
 from agent.models.base import ChatMessage
 from agent.models.cache_folder import build_once
 from agent.models.prefix_cache import PrefixCaches
+from agent.models.sampling import pick_token
 
 if TYPE_CHECKING:
     from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
@@ -68,7 +69,7 @@ class SmolLMChatModel:
             generated: list[int] = []
             emitted = ""
             while not cancel.is_set():
-                token = self._pick(logits, generated)
+                token = pick_token(logits, generated, self._temperature, self._repetition_penalty)
                 if token in self._stop_ids:
                     return
                 generated.append(token)
@@ -106,18 +107,6 @@ class SmolLMChatModel:
         """Logits for the next token; ``cache`` grows by the given ids."""
         output = self._model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         return output.logits[0, -1]
-
-    def _pick(self, logits: torch.Tensor, generated: list[int]) -> int:
-        logits = logits.float().reshape(-1).clone()  # a fresh tensor: the penalty edits it in place
-        if self._repetition_penalty != 1.0 and generated:
-            # Only the reply's own tokens: penalising the prompt's pushes a small model off its language.
-            seen = torch.tensor(sorted(set(generated)))
-            scores = logits[seen]
-            logits[seen] = torch.where(scores > 0, scores / self._repetition_penalty, scores * self._repetition_penalty)
-        if self._temperature <= 0:
-            return int(logits.argmax())
-        probabilities = torch.softmax(logits / self._temperature, dim=-1)
-        return int(torch.multinomial(probabilities, 1))
 
 
 def model_folder(config: Config) -> Path:

@@ -50,7 +50,7 @@ class ServerState:
             metrics.ERRORS.labels(stage="model_load").inc()
             log.exception("models failed to load; /ready will report the error")
             return
-        metrics.MODELS_READY.set(1)
+        metrics.models_ready(self.runtime)
 
     def _backends(self) -> tuple[str, str, str]:
         c = self.config
@@ -138,18 +138,38 @@ async def client_config(request: web.Request) -> web.Response:
     return web.json_response({"ice_servers": config.server.ice_servers, "language": config.language})
 
 
+def _details(state: ServerState) -> dict:
+    """What /health and /ready both report: models, warm-up, device, GPU memory, sessions."""
+    return {
+        "models_loaded": state.runtime is not None,
+        "warm_up_done": state.ready,  # ModelRuntime.load warms every model before the runtime is set
+        "device": metrics.compute_device(),
+        "gpu_memory": metrics.gpu_memory(),
+        "sessions": len(state.sessions),
+        "max_sessions": state.config.server.max_sessions,
+    }
+
+
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive"})
+    """Always 200 while the process serves: liveness, with the same details as /ready."""
+    state = request.app[STATE_KEY]
+    body = {"status": "alive", "ready": state.ready, **_details(state)}
+    if state.load_error:
+        body["error"] = state.load_error
+    return web.json_response(body)
 
 
 async def ready(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     body: dict = {"ready": state.ready, "sessions": len(state.sessions)}
+    body |= _details(state)
     if state.runtime is not None:
         runtime = state.runtime
         body["models"] = {"stt": runtime.stt.name, "chat": runtime.chat.name, "tts": runtime.tts.name}
         body["load_seconds"] = round(runtime.load_seconds, 3)
         body["warm_up_seconds"] = round(runtime.warm_up_seconds, 3)
+        if describe := getattr(runtime.chat, "describe", None):  # device, dtype, attention, compiled
+            body["chat"] = describe()
     if state.load_error:
         body["error"] = state.load_error
     return web.json_response(body, status=200 if state.ready else 503)
@@ -166,7 +186,7 @@ def create_app(config: Config, runtime: ModelRuntime | None = None) -> web.Appli
     app[CONFIG_KEY] = config
     app[STATE_KEY] = state
     if runtime is not None:
-        metrics.MODELS_READY.set(1)
+        metrics.models_ready(runtime)
     app.router.add_get("/", index)
     app.router.add_get("/config.json", client_config)
     app.router.add_post("/offer", offer)

@@ -14,9 +14,18 @@ Server -> client:
   response.audio_transcript.delta           {response_id, item_id, output_index, content_index, delta}
   response.audio_transcript.done            {response_id, item_id, output_index, content_index, transcript}
   response.done                             {response: {id, status: completed|cancelled|failed, output_text}}
+  conversation.item.truncated               {item_id, response_id, content_index, audio_end_ms, text}
+                                            (an interrupted reply: what was heard, and how long)
+  agent.barge_in                            {response_id, latency_s, audible_frames_after_decision}
+  agent.reply.resumed                       {response_id}  (the interruption held no words)
   agent.turn.latency                        {response_id, endpointing_s, asr_s, llm_first_token_s,
-                                             llm_first_phrase_s, tts_first_audio_s, voice_to_voice_s}
+                                             llm_per_token_s, llm_first_phrase_s, tts_first_audio_s,
+                                             voice_to_voice_s}
   error                                     {error: {type, message}}
+
+Client -> server:
+  agent.client.stats                        {response_id?, mouth_to_ear_s?, jitter_buffer_delay_s?,
+                                             round_trip_time_s?}  (what the page measured of a reply)
 
 A reply started speculatively (on a pause, before the end of turn is confirmed) sends none of its
 events until the turn has ended; if the user goes on speaking it is dropped without a trace.
