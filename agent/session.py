@@ -103,6 +103,7 @@ class _Interruption:
     onset_at: float | None  # arrival of the frame that confirmed the user's speech; None if decided at turn end
     decision_frame: int  # outbound frames sent when the audio was taken out
     taken: list[QueuedAudio]
+    decided_at: float = field(default_factory=time.monotonic)
 
 
 class Session:
@@ -293,6 +294,7 @@ class Session:
             "agent.barge_in",
             response_id=interruption.reply.id,
             latency_s=round(latency, 4),
+            stopped_after_decision_s=round(at - interruption.decided_at, 4),
             audible_frames_after_decision=max(0, self.outbound.last_audible_frame - interruption.decision_frame),
         )
 

@@ -99,6 +99,7 @@ async def voice_to_voice(
 
 async def barge_ins(runtime: ModelRuntime, config: Config, story: np.ndarray, stop: np.ndarray, trials: int) -> dict:
     server_s: list[float] = []
+    decision_s: list[float] = []
     client_s: list[float] = []
     audible_after: list[int] = []
     async with running_server(config, runtime) as (url, _):
@@ -119,6 +120,7 @@ async def barge_ins(runtime: ModelRuntime, config: Config, story: np.ndarray, st
                 onset = await client.wait_for_event("input_audio_buffer.speech_started", 1, after_index=mark)
                 stopped = await client.wait_for_event("input_audio_buffer.speech_stopped", 10, after_index=mark)
                 server_s.append(event["latency_s"])
+                decision_s.append(event["stopped_after_decision_s"])
                 audible_after.append(event["audible_frames_after_decision"])
                 last = client.last_audible_before(stopped["_received_at"])
                 if last is not None:
@@ -128,6 +130,7 @@ async def barge_ins(runtime: ModelRuntime, config: Config, story: np.ndarray, st
         "n": len(server_s),
         "server_barge_in_median_s": median(server_s),
         "server_barge_in_max_s": max(server_s) if server_s else None,
+        "server_stopped_after_decision_median_s": median(decision_s),
         "audible_frames_after_decision_max": max(audible_after) if audible_after else None,
         "client_last_audio_after_onset_event_median_s": median(client_s),
     }

@@ -16,7 +16,8 @@ Server -> client:
   response.done                             {response: {id, status: completed|cancelled|failed, output_text}}
   conversation.item.truncated               {item_id, response_id, content_index, audio_end_ms, text}
                                             (an interrupted reply: what was heard, and how long)
-  agent.barge_in                            {response_id, latency_s, audible_frames_after_decision}
+  agent.barge_in                            {response_id, latency_s (speech onset -> audio stopped),
+                                             stopped_after_decision_s, audible_frames_after_decision}
   agent.reply.resumed                       {response_id}  (the interruption held no words)
   agent.turn.latency                        {response_id, endpointing_s, asr_s, llm_first_token_s,
                                              llm_per_token_s, llm_first_phrase_s, tts_first_audio_s,
