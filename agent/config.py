@@ -23,6 +23,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "default.yaml"
 
 
+AUTO_LANGUAGE = "auto"
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message says which key and what is allowed."""
 
@@ -35,9 +38,32 @@ class ServerConfig:
     max_offer_bytes: int = 65_536
     # RTCIceServer entries: {urls: str | list[str], username: str, credential: str}. Empty works on loopback/LAN.
     ice_servers: list = field(default_factory=list)
+    # More entries for the page only, after ice_servers: a TURN server the browser reaches at an address
+    # the server itself need not (the pod's own coturn behind the pod's public TCP port).
+    page_ice_servers: list = field(default_factory=list)
+    # [min, max]: the server's ICE host candidates bind UDP ports in this range (a firewall that opens
+    # only a range). Empty: any port. Each session takes one port per host address.
+    udp_port_range: list = field(default_factory=list)
     web_dir: str = str(REPO_ROOT / "web")
     # A peer whose microphone sends nothing for this long has vanished: its session is closed.
     inbound_timeout_seconds: float = 3.0
+
+    def __post_init__(self) -> None:
+        for key in ("ice_servers", "page_ice_servers"):
+            for entry in getattr(self, key):
+                allowed = {"urls", "username", "credential"}
+                if not isinstance(entry, dict) or "urls" not in entry or set(entry) - allowed:
+                    raise ConfigError(
+                        f"invalid entry {entry!r} in server.{key}; expected a mapping with urls "
+                        f"and optionally username, credential"
+                    )
+        ports = self.udp_port_range
+        if ports and not (
+            len(ports) == 2
+            and all(isinstance(p, int) and not isinstance(p, bool) for p in ports)
+            and 1 <= ports[0] <= ports[1] <= 65_535
+        ):
+            raise ConfigError(f"invalid value {ports!r} for server.udp_port_range; expected [min, max], 1..65535")
 
 
 @dataclass
@@ -129,9 +155,30 @@ class LlmConfig:
 
 @dataclass
 class TtsConfig:
-    backend: Literal["piper", "espeak"] = "piper"
+    # auto: each phrase in its language by the best voice of ``voices`` that speaks it (README table).
+    backend: Literal["auto", "piper", "espeak", "chatterbox"] = "auto"
     # Speaking-rate multiplier: 1.0 is the voice's own pace, above 1 is faster.
     speaking_rate: float = 1.0
+    # The voices auto may use, best first: chatterbox, piper (English), espeak (about a hundred languages).
+    voices: list = field(default_factory=lambda: ["piper", "espeak"])
+    # Chatterbox weights: a hub id (fetched by scripts/download_models.py) or a local folder.
+    chatterbox_model: str = "ResembleAI/chatterbox"
+    # multilingual: ChatterboxMultilingualTTS, 23 languages; english: ChatterboxTTS.
+    chatterbox_variant: Literal["multilingual", "english"] = "multilingual"
+    chatterbox_device: Literal["auto", "cpu", "cuda"] = "auto"
+    # A WAV file of the voice to speak with (about 10 s of one speaker); empty: the model's own voice.
+    chatterbox_voice: str = ""
+    # Speech tokens (25 a second) vocoded into the first audio chunk, then into each later chunk.
+    chatterbox_first_chunk_tokens: int = 10
+    chatterbox_chunk_tokens: int = 25
+    # Tokens before a chunk vocoded again with it, so that chunks join without a seam.
+    chatterbox_context_tokens: int = 8
+    # Flow-matching steps of the vocoder's mel decoder (Chatterbox's own default: 10).
+    chatterbox_cfm_steps: int = 10
+    # Longest audio one phrase may get, whatever the model samples.
+    chatterbox_max_seconds: float = 20.0
+    # Resemble's Perth watermark on every chunk, as chatterbox's own generate() does.
+    chatterbox_watermark: bool = True
 
 
 @dataclass
@@ -156,7 +203,8 @@ class LoggingConfig:
 
 @dataclass
 class Config:
-    # Language the user speaks and the agent answers in (ISO 639-1).
+    # Language the user speaks and the agent answers in (ISO 639-1), or "auto": recognised from each
+    # turn's speech (Whisper base) and answered in. The page's selector overrides it per session.
     language: str = "en"
     model_cache_dir: str = "~/.cache/voice-agent"
     server: ServerConfig = field(default_factory=ServerConfig)

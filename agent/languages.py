@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.config import Config
+from agent.config import AUTO_LANGUAGE, Config
 
 LANGUAGE_NAMES = {
     "ar": "Arabic", "bn": "Bengali", "da": "Danish", "de": "German", "el": "Greek", "en": "English",
@@ -17,9 +17,18 @@ def language_name(code: str) -> str:
     return LANGUAGE_NAMES.get(code, code)
 
 
-def system_prompt(config: Config) -> str:
-    """``llm.system_prompt`` with ``{language}`` replaced by the configured language's name.
+# The languages the agent must be able to speak, whatever is installed (the original system's list).
+REQUIRED_LANGUAGES = tuple("en hi es fr de it pt ja ko zh ms ta te mr kn ml bn".split())
+
+
+def answer_language(config: Config) -> str:
+    """The language a session answers in before it hears anything: English when the config says auto."""
+    return "en" if config.language == AUTO_LANGUAGE else config.language
+
+
+def system_prompt(config: Config, language: str | None = None) -> str:
+    """``llm.system_prompt`` with ``{language}`` replaced by the name of ``language`` (default: the config's).
 
     Small models drift into other languages unless told which one to answer in.
     """
-    return config.llm.system_prompt.replace("{language}", language_name(config.language))
+    return config.llm.system_prompt.replace("{language}", language_name(language or answer_language(config)))

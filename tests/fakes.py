@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from agent.models.base import ChatMessage, SpeechChunk, Transcript
+from agent.models.base import NEUTRAL, ChatMessage, SpeechChunk, SpeechStyle, Transcript
 from agent.models.runtime import ModelRuntime
 
 
@@ -18,10 +18,12 @@ class ScriptedSpeechToText:
     def __init__(self, transcripts: list[str] | None = None) -> None:
         self.transcripts = list(transcripts or ["hello there"])
         self.calls = 0
+        self.languages: list[str] = []
 
     def transcribe(self, audio: np.ndarray, language: str) -> Transcript:
         text = self.transcripts[min(self.calls, len(self.transcripts) - 1)]
         self.calls += 1
+        self.languages.append(language)
         return Transcript(text, language)
 
     def warm_up(self) -> None:
@@ -79,8 +81,12 @@ class ToneTextToSpeech:
     def __init__(self, seconds_per_word: float = 0.08, sample_rate: int = 22_050) -> None:
         self.seconds_per_word = seconds_per_word
         self.sample_rate = sample_rate
+        self.spoken: list[tuple[str, str, SpeechStyle]] = []  # (text, language, style) of every call
 
-    def synthesize(self, text: str, language: str) -> Iterator[SpeechChunk]:
+    def synthesize(
+        self, text: str, language: str, style: SpeechStyle = NEUTRAL, *, cancel: threading.Event | None = None
+    ) -> Iterator[SpeechChunk]:
+        self.spoken.append((text, language, style))
         n = int(len(text.split()) * self.seconds_per_word * self.sample_rate)
         t = np.arange(n) / self.sample_rate
         audio = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)

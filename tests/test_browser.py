@@ -25,7 +25,7 @@ from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.conftest import free_port
 
@@ -127,6 +127,15 @@ def test_spoken_question_shows_in_the_transcript_with_the_answer_and_its_latency
         print(f"screenshot: {screenshot}")
 
     assert talk.text == "Stop"
+
+    # The language selector lists every language the agent must speak and reaches the session.
+    languages = browser.execute_script("return [...document.querySelectorAll('#language option')].map(o => o.value)")
+    assert {"auto", "en", "es", "hi", "zh", "bn"} <= set(languages)
+    assert browser.find_element(By.ID, "language").get_attribute("value") == "en"
+    Select(browser.find_element(By.ID, "language")).select_by_value("es")
+    WebDriverWait(browser, 10).until(
+        lambda driver: driver.find_element(By.ID, "transcript").get_attribute("data-language") == "es"
+    )
 
 
 def _wait_for(

@@ -7,12 +7,14 @@ transcribes a turn by its length, so what the user "said" is known whatever the 
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
 
 from agent.client.peer import TalkClient
 from agent.client.talk import run_turn
+from agent.models.base import Transcript
 from agent.models.runtime import ModelRuntime
 from tests.conftest import running_server
 from tests.fakes import ScriptedChatModel, SpeechToTextByLength, ToneTextToSpeech
@@ -170,3 +172,45 @@ async def test_a_complete_question_ends_its_turn_sooner_than_the_default_silence
             result = await run_turn(client, question, 16_000, timeout=20)
     assert result.status == "completed"
     assert result.server_latency["endpointing_s"] < config.vad.end_of_turn_silence_ms / 1000
+
+
+class HearingChatModel(ScriptedChatModel):
+    """A chat model that hears the turn's audio itself (as Voxtral does)."""
+
+    hears_audio = True
+
+
+class HeldSpeechToText:
+    """Recognises nothing until the test lets it go."""
+
+    name = "held-stt"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.go = threading.Event()
+
+    def transcribe(self, audio: np.ndarray, language: str) -> Transcript:
+        self.go.wait(30)
+        return Transcript(self.text, language)
+
+    def warm_up(self) -> None:
+        pass
+
+
+async def test_a_model_that_hears_audio_answers_without_waiting_for_the_transcript(config, question):
+    stt = HeldSpeechToText(QUESTION)
+    runtime = ModelRuntime(stt, HearingChatModel("Paris is the capital.", 0.002), ToneTextToSpeech())
+    async with running_server(config, runtime) as (url, state):
+        async with TalkClient() as client:
+            await client.connect(url)
+            [session] = state.sessions.values()
+            await client.say(question, 16_000)
+            await client.wait_for_event("agent.state", 20, predicate=lambda e: e["state"] == "speaking")
+            assert not events_of(client, "conversation.item.input_audio_transcription.completed")
+            stt.go.set()
+            transcribed = await client.wait_for_event("conversation.item.input_audio_transcription.completed", 20)
+            done = await client.wait_for_event("response.done", 20)
+            memory = session.memory.exchanges
+    assert transcribed["transcript"] == QUESTION
+    assert done["response"]["status"] == "completed"
+    assert [(e.user.text, e.agent.text) for e in memory] == [(QUESTION, "Paris is the capital.")]

@@ -20,6 +20,7 @@ const ui = {
   error: document.getElementById("error"),
   transcript: document.getElementById("transcript"),
   audio: document.getElementById("remote-audio"),
+  language: document.getElementById("language"),
 };
 
 // The call in progress: {closed, pc, stream, channel, monitor, stats}, or null when idle.
@@ -29,6 +30,26 @@ let call = null;
 const agentEntries = new Map();
 
 ui.talk.addEventListener("click", () => (call ? endCall(call) : startCall()));
+ui.language.addEventListener("change", () => sendLanguage(call));
+fillLanguages();
+
+// --- Language -------------------------------------------------------------------------------
+
+async function fillLanguages() {
+  const config = await loadConfig();
+  const names = Object.entries(config.languages ?? {}).sort((a, b) => a[1].localeCompare(b[1]));
+  for (const [code, name] of names) ui.language.add(new Option(`${name} (${code})`, code));
+  ui.language.value = config.language ?? "auto";
+  ui.language.dataset.configured = ui.language.value;
+}
+
+// The selector applies to the call in progress at once, and to a new call as soon as it connects.
+function sendLanguage(current) {
+  const language = ui.language.value;
+  if (language !== "auto") ui.transcript.lang = language;
+  if (current?.channel?.readyState !== "open") return;
+  current.channel.send(JSON.stringify({ type: "session.update", session: { language } }));
+}
 
 // --- Call lifecycle -------------------------------------------------------------------------
 
@@ -70,6 +91,9 @@ async function connect(current) {
   current.channel = channel;
   channel.addEventListener("message", (event) => handleMessage(current, event.data));
   channel.addEventListener("close", () => onChannelClosed(current));
+  channel.addEventListener("open", () => {
+    if (ui.language.value !== ui.language.dataset.configured) sendLanguage(current);
+  });
   pc.addEventListener("track", (event) => playRemoteAudio(current, event));
   pc.addEventListener("connectionstatechange", () => onConnectionState(current));
   for (const track of current.stream.getAudioTracks()) pc.addTrack(track, current.stream);
@@ -213,6 +237,8 @@ const eventHandlers = {
     current.monitor?.responseDone(event.response?.id);
   },
   "agent.turn.latency": (event) => showLatency(event),
+  "session.updated": (event) => showLanguage(event.session),
+  "agent.emotion": (event) => showEmotion(event),
   error: (event) => showError(event.error?.message ?? "The agent reported an error."),
 };
 
@@ -229,6 +255,24 @@ function handleMessage(current, data) {
 }
 
 // --- Transcript -----------------------------------------------------------------------------
+
+// The server's answer to a language choice, or the language it recognised ("auto").
+function showLanguage(session) {
+  if (!session?.language) return;
+  ui.transcript.lang = session.language;
+  ui.transcript.dataset.language = session.language;
+}
+
+// A small tag on the bubble: the emotion read from its words, when there is one.
+function showEmotion(event) {
+  if (!event.emotion || event.emotion === "neutral") return;
+  const message = event.speaker === "agent"
+    ? agentEntries.get(event.response_id)?.message
+    : [...ui.transcript.querySelectorAll(".from-user")].at(-1);
+  if (!message) return;
+  message.querySelector(".speaker").dataset.emotion = event.emotion;
+  message.title = `${event.emotion}, intensity ${event.intensity}, confidence ${event.confidence}`;
+}
 
 function addUserLine(text) {
   if (!text?.trim()) return;

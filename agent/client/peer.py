@@ -23,17 +23,11 @@ from typing import Any
 import aiohttp
 import av
 import numpy as np
-from aiortc import (
-    MediaStreamTrack,
-    RTCConfiguration,
-    RTCDataChannel,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCSessionDescription,
-)
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from agent.audio.resample import Resampler, resample_once
+from agent.transport.ice import CandidatePair, round_trip_time, rtc_configuration, selected_pair
 
 logger = logging.getLogger(__name__)
 
@@ -195,16 +189,18 @@ class TalkClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def connect(self, url: str, ice_servers: list | None = None, timeout: float = 15.0) -> None:
+    async def connect(
+        self, url: str, ice_servers: list | None = None, timeout: float = 15.0, *, relay_only: bool = False
+    ) -> None:
         """Offer to ``{url}/offer`` and wait until the events channel is open.
 
         ``ice_servers`` are ``RTCIceServer`` objects or dicts ``{urls, username?, credential?}``;
         ``None`` means none at all (loopback/LAN), not aiortc's default public STUN server.
+        ``relay_only`` offers TURN candidates only, as a browser with ``iceTransportPolicy: "relay"``.
         """
         if self._pc is not None:
             raise RuntimeError("TalkClient.connect() may be called once; make a new client to reconnect")
-        servers = [s if isinstance(s, RTCIceServer) else RTCIceServer(**s) for s in ice_servers or []]
-        self._pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        self._pc = pc = RTCPeerConnection(rtc_configuration(ice_servers or [], relay_only=relay_only))
         pc.on("connectionstatechange", self._on_connection_state)
         pc.on("track", self._on_track)
         self._channel = channel = pc.createDataChannel(EVENTS_CHANNEL)
@@ -275,12 +271,11 @@ class TalkClient:
 
     async def round_trip_time(self) -> float | None:
         """Round-trip time to the server from RTCP receiver reports, None before the first one."""
-        if self._pc is None:
-            return None
-        for stats in (await self._pc.getStats()).values():
-            if stats.type == "remote-inbound-rtp" and stats.roundTripTime is not None:
-                return stats.roundTripTime
-        return None
+        return None if self._pc is None else await round_trip_time(self._pc)
+
+    def selected_pair(self) -> CandidatePair | None:
+        """The ICE candidate pair the media flows over (``.type``: host, srflx, prflx or relay)."""
+        return None if self._pc is None else selected_pair(self._pc)
 
     async def wait_for_event(
         self,

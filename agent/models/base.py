@@ -31,6 +31,17 @@ class ChatMessage:
     audio: np.ndarray | None = field(default=None, repr=False)
 
 
+@dataclass(frozen=True)
+class SpeechStyle:
+    """How a phrase should sound: the emotion of what is said and its intensity (0.5 calm .. 2.0 strong)."""
+
+    emotion: str = "neutral"  # happy | sad | angry | excited | neutral
+    intensity: float = 1.0
+
+
+NEUTRAL = SpeechStyle()
+
+
 @dataclass
 class SpeechChunk:
     audio: np.ndarray  # float32 mono in [-1, 1]
@@ -66,8 +77,13 @@ class ChatModel(Protocol):
 class TextToSpeech(Protocol):
     name: str
 
-    def synthesize(self, text: str, language: str) -> Iterator[SpeechChunk]:
-        """Yield audio for one phrase, in chunks as they are produced."""
+    def synthesize(
+        self, text: str, language: str, style: SpeechStyle = NEUTRAL, *, cancel: threading.Event | None = None
+    ) -> Iterator[SpeechChunk]:
+        """Yield audio for one phrase, in chunks as they are produced, spoken as ``style`` asks where the voice can.
+
+        A voice that generates step by step stops between two steps once ``cancel`` is set.
+        """
         ...
 
     def warm_up(self) -> None: ...

@@ -10,7 +10,9 @@ from collections.abc import Iterator
 import numpy as np
 
 from agent.config import Config
-from agent.models.base import SpeechChunk
+from agent.languages import answer_language
+from agent.models.base import NEUTRAL, SpeechChunk, SpeechStyle
+from agent.models.speech_style import voice_style
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +21,8 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INITIALIZE_DONT_EXIT = 0x8000
 _EE_OK = 0
 _ESPEAK_RATE = 1
+_ESPEAK_PITCH = 3
+_ESPEAK_RANGE = 4
 _RATE_NORMAL = 175  # words a minute
 _RATE_MIN, _RATE_MAX = 80, 450
 _CHARS_UTF8 = 1
@@ -68,12 +72,14 @@ class _Espeak:
             self._pieces.append(np.ctypeslib.as_array(samples, shape=(count,)).copy())
         return 0  # 0 = go on
 
-    def synthesize(self, text: str, voice: str, rate: int) -> np.ndarray:
-        """Whole phrase as int16 samples at ``sample_rate``."""
+    def synthesize(self, text: str, voice: str, rate: int, pitch: int = 50, pitch_range: int = 50) -> np.ndarray:
+        """Whole phrase as int16 samples at ``sample_rate``; pitch and its range 0..100 (50 = the voice's own)."""
         with self.lock:
             if self._lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
                 raise ValueError(f"espeak-ng has no voice for language {voice!r}")
             self._lib.espeak_SetParameter(_ESPEAK_RATE, rate, 0)
+            self._lib.espeak_SetParameter(_ESPEAK_PITCH, pitch, 0)
+            self._lib.espeak_SetParameter(_ESPEAK_RANGE, pitch_range, 0)
             encoded = text.encode() + b"\0"
             self._pieces = []
             status = self._lib.espeak_Synth(
@@ -111,7 +117,7 @@ class EspeakTextToSpeech:
 
     def __init__(self, config: Config) -> None:
         self._speaking_rate = config.tts.speaking_rate
-        self._language = config.language
+        self._language = answer_language(config)  # "auto" answers in English until it hears otherwise
         self._espeak = _espeak()
 
     @property
@@ -119,10 +125,20 @@ class EspeakTextToSpeech:
         return self._espeak.sample_rate
 
     def synthesize(
-        self, text: str, language: str, *, speaking_rate: float | None = None
+        self,
+        text: str,
+        language: str,
+        style: SpeechStyle = NEUTRAL,
+        *,
+        speaking_rate: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> Iterator[SpeechChunk]:
-        rate = espeak_rate(self._speaking_rate if speaking_rate is None else speaking_rate)
-        samples = self._espeak.synthesize(text, _VOICE_ALIASES.get(language, language), rate)
+        """The whole phrase in one chunk; ``style`` sets its pace, pitch and intonation range."""
+        voice = voice_style(style)
+        rate = espeak_rate((self._speaking_rate if speaking_rate is None else speaking_rate) * voice.rate)
+        samples = self._espeak.synthesize(
+            text, _VOICE_ALIASES.get(language, language), rate, voice.pitch, voice.pitch_range
+        )
         if samples.size:
             yield SpeechChunk((samples.astype(np.float32) / 32768.0), self._espeak.sample_rate)
 

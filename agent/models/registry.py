@@ -13,6 +13,7 @@ from agent.models.base import ChatModel, SpeechToText, TextToSpeech
 from agent.models.espeak_tts import EspeakTextToSpeech
 from agent.models.piper_tts import PiperTextToSpeech
 from agent.models.smollm_chat import SmolLMChatModel
+from agent.models.voice_router import VoiceRouter
 from agent.models.whisper_stt import WhisperSpeechToText
 
 T = TypeVar("T")
@@ -27,7 +28,15 @@ def _voxtral(config: Config) -> ChatModel:
 
 
 CHAT_MODELS: dict[str, Callable[[Config], ChatModel]] = {"smollm2": SmolLMChatModel, "voxtral": _voxtral}
+def _chatterbox(config: Config) -> TextToSpeech:
+    from agent.models.chatterbox_tts import ChatterboxTextToSpeech  # imported on use: scripts/install.sh --chatterbox
+
+    return ChatterboxTextToSpeech(config)
+
+
 TEXT_TO_SPEECH: dict[str, Callable[[Config], TextToSpeech]] = {
+    "auto": VoiceRouter,
+    "chatterbox": _chatterbox,
     "piper": PiperTextToSpeech,
     "espeak": EspeakTextToSpeech,
 }

