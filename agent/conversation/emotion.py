@@ -3,7 +3,8 @@
 Each emotion word found scores 1 for its emotion. An intensifier just before it ("very", "really")
 raises that hit's weight and the intensity; a downtoner ("a bit") lowers them; a negator within a
 few words before it ("not", "never") flips happy into sad and cancels the others ("not angry" is no
-anger). Exclamation marks add intensity. The winner's share of all scores, tempered by how much
+anger). Exclamation marks add intensity. The word lists are data: ``emotion_words.yaml`` beside this
+module. The winner's share of all scores, tempered by how much
 evidence there is, is the confidence.
 """
 
@@ -11,6 +12,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
 
 from agent.models.base import SpeechStyle
 
@@ -33,102 +37,25 @@ class Lexicon:
     negator_follows: bool = False
 
 
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
+WORDS_FILE = Path(__file__).with_name("emotion_words.yaml")
 
 
-LEXICONS: dict[str, Lexicon] = {
-    "en": Lexicon(
-        emotions={
-            "happy": _words(
-                "happy glad pleased delighted joy joyful love lovely wonderful great good nice thanks thank "
-                "grateful cheerful smile smiling fun enjoy enjoyed fantastic beautiful perfect"
-            ),
-            "sad": _words(
-                "sad unhappy sorry miss missed lonely depressed upset cry crying tears disappointed hurt "
-                "heartbroken unfortunately terrible awful lost grief tired"
-            ),
-            "angry": _words(
-                "angry mad furious annoyed annoying hate hated irritated outraged ridiculous stupid unacceptable "
-                "rude frustrated frustrating sick"
-            ),
-            "excited": _words(
-                "excited exciting amazing awesome incredible wow thrilled cant wait brilliant fantastic "
-                "unbelievable yay hooray finally"
-            ),
-        },
-        intensifiers=_words("very really so extremely totally absolutely incredibly super truly deeply too"),
-        downtoners=_words("slightly somewhat bit little kinda fairly"),
-        negators=_words("not no never dont don't isn't wasn't aren't didn't doesn't cannot can't nothing hardly"),
-    ),
-    "es": Lexicon(
-        emotions={
-            "happy": _words("feliz contento contenta alegre encanta gracias genial bueno buena maravilloso bonito"),
-            "sad": _words("triste tristeza lamento siento solo sola deprimido llorar desafortunadamente terrible"),
-            "angry": _words("enojado enojada enfadado furioso odio molesto molesta ridículo harto harta"),
-            "excited": _words("emocionado emocionada increíble asombroso fantástico guau ilusión"),
-        },
-        intensifiers=_words("muy realmente tan súper extremadamente totalmente demasiado"),
-        downtoners=_words("poco algo ligeramente"),
-        negators=_words("no nunca jamás tampoco nada"),
-    ),
-    "fr": Lexicon(
-        emotions={
-            "happy": _words("heureux heureuse content contente joie ravi ravie merci super bien génial adore"),
-            "sad": _words("triste malheureux malheureuse désolé désolée pleurer seul seule déprimé dommage"),
-            "angry": _words("fâché fâchée furieux furieuse colère énervé énervée déteste marre ridicule"),
-            "excited": _words("excité excitée incroyable formidable fantastique génial waouh impatient"),
-        },
-        intensifiers=_words("très vraiment tellement trop super extrêmement totalement"),
-        downtoners=_words("peu légèrement assez"),
-        negators=_words("ne pas jamais non rien plus"),
-    ),
-    "de": Lexicon(
-        emotions={
-            "happy": _words("glücklich froh freue freut danke schön toll gut wunderbar liebe fröhlich"),
-            "sad": _words("traurig unglücklich leider vermisse einsam weinen enttäuscht schade"),
-            "angry": _words("wütend sauer ärgerlich hasse genervt nervt lächerlich frech"),
-            "excited": _words("aufgeregt begeistert unglaublich fantastisch wahnsinn wow spannend"),
-        },
-        intensifiers=_words("sehr wirklich so total extrem absolut echt ganz"),
-        downtoners=_words("etwas bisschen leicht ziemlich"),
-        negators=_words("nicht nie kein keine keinen niemals nichts"),
-    ),
-    "hi": Lexicon(
-        emotions={
-            "happy": _words("खुश ख़ुश प्रसन्न आनंद धन्यवाद शुक्रिया अच्छा अच्छी बढ़िया प्यार"),
-            "sad": _words("दुखी उदास दुख दुःख अफ़सोस अफसोस रोना अकेला निराश"),
-            "angry": _words("गुस्सा ग़ुस्सा नाराज़ नाराज क्रोध नफ़रत नफरत चिढ़"),
-            "excited": _words("उत्साहित रोमांचित ज़बरदस्त जबरदस्त शानदार वाह अद्भुत"),
-        },
-        intensifiers=_words("बहुत बेहद काफ़ी काफी ज़्यादा ज्यादा अत्यंत"),
-        downtoners=_words("थोड़ा थोड़ी ज़रा"),
-        negators=_words("नहीं न मत कभी"),
-        negator_follows=True,
-    ),
-    "it": Lexicon(
-        emotions={
-            "happy": _words("felice contento contenta grazie bello bella bene meraviglioso adoro"),
-            "sad": _words("triste infelice purtroppo piangere solo sola deluso delusa"),
-            "angry": _words("arrabbiato arrabbiata furioso odio irritato ridicolo stufo"),
-            "excited": _words("emozionato emozionata incredibile fantastico wow entusiasta"),
-        },
-        intensifiers=_words("molto davvero così troppo estremamente totalmente"),
-        downtoners=_words("poco leggermente"),
-        negators=_words("non mai niente nessuno"),
-    ),
-    "pt": Lexicon(
-        emotions={
-            "happy": _words("feliz contente alegre obrigado obrigada ótimo bom boa maravilhoso adoro"),
-            "sad": _words("triste infeliz infelizmente chorar sozinho sozinha deprimido saudade"),
-            "angry": _words("bravo brava irritado irritada furioso odeio raiva ridículo"),
-            "excited": _words("animado animada empolgado empolgada incrível fantástico uau"),
-        },
-        intensifiers=_words("muito realmente tão super extremamente totalmente demais"),
-        downtoners=_words("pouco levemente"),
-        negators=_words("não nunca jamais nada"),
-    ),
-}
+def load_lexicons(path: Path = WORDS_FILE) -> dict[str, Lexicon]:
+    """The word lists of every language in ``path`` (see its header for the format)."""
+    lexicons = {}
+    for language, entry in yaml.safe_load(path.read_text(encoding="utf-8")).items():
+        words = {key: frozenset(str(value).split()) for key, value in entry.items() if key != "negator_follows"}
+        lexicons[language] = Lexicon(
+            emotions={emotion: words[emotion] for emotion in FLIPPED},
+            intensifiers=words["intensifiers"],
+            downtoners=words["downtoners"],
+            negators=words["negators"],
+            negator_follows=bool(entry.get("negator_follows", False)),
+        )
+    return lexicons
+
+
+LEXICONS = load_lexicons()
 
 _TOKEN = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?|[^\s\w]", re.UNICODE)
 # Devanagari vowel signs are "marks" (\p{M}), which \w leaves out: keep them inside words.
