@@ -120,8 +120,10 @@ def image_requirements() -> tuple[list[str], list[str]]:
 
 
 def pip_dry_run(requirements: list[str], report: Path, *extra: str) -> subprocess.CompletedProcess:
+    # --target: pip before 24 takes --platform only with it; with --dry-run nothing is written there.
     command = [
         sys.executable, "-m", "pip", "install", "--isolated", "--dry-run", "--ignore-installed", "--quiet",
+        "--target", str(report.parent / "target"),
         "--only-binary=:all:", "--python-version", IMAGE_PYTHON,
         *(option for platform in IMAGE_PLATFORMS for option in ("--platform", platform)),
         "--report", str(report), *extra, *requirements,
