@@ -224,13 +224,12 @@ class Session:
 
     def _on_turn_ended(self, turn: TurnEnded) -> None:
         self._barge_in_onset = None
-        reply, self._speculative = self._speculative, None
+        reply = self._speculative
         if reply is not None and reply.audio_end_ms == turn.audio_end_ms:
+            self._speculative = None
             metrics.SPECULATIVE_REPLIES.labels(outcome="hit").inc()
         else:
-            if reply is not None:
-                metrics.SPECULATIVE_REPLIES.labels(outcome="miss").inc()
-                reply.task.cancel()
+            self._discard_speculative()
             reply = self._begin_reply(turn.audio, turn.audio_end_ms, turn.speech_ended_at)
         # A reply still running now was spoken over without a barge-in at the onset (echo guard, short
         # speech): hold it too; this turn's words decide.
@@ -444,7 +443,7 @@ class Session:
                 self._emit(reply, "response.audio_transcript.delta", **reply.transcript_fields, delta=piece)
                 for phrase in chunker.push(piece):
                     if latency.llm_first_phrase_s is None:
-                        latency.llm_first_phrase_s = time.monotonic() - started
+                        latency.llm_first_phrase_s = now - started
                     phrases.put_nowait(phrase)
             for phrase in chunker.flush():
                 phrases.put_nowait(phrase)

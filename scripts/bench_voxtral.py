@@ -30,7 +30,7 @@ from agent.models.base import SAMPLE_RATE, ChatMessage
 from agent.models.voxtral_chat import VoxtralChatModel, choose_placement
 
 sys.path.insert(0, str(REPO_ROOT))
-from tests.tiny_voxtral import NUM_SPECIAL_TOKENS, build_tiny_voxtral, tekken_json  # noqa: E402
+from tests.tiny_voxtral import NUM_SPECIAL_TOKENS, build_tiny_voxtral, processor_for, tekken_json  # noqa: E402
 
 # mistralai/Voxtral-Mini-3B-2507's config.json (= transformers' VoxtralConfig defaults).
 FULL_AUDIO_CONFIG = dict(
@@ -51,15 +51,7 @@ INSTRUCTIONS = "You are a helpful voice assistant. Answer every question in one 
 def full_size_model(folder: Path, device: str, dtype: torch.dtype, attention: str) -> tuple[Any, Any]:
     """Voxtral-Mini-3B with random weights on ``device``, and a processor with a full-size tekken vocabulary."""
     import mistral_common
-    from transformers import (
-        LlamaConfig,
-        VoxtralConfig,
-        VoxtralEncoderConfig,
-        VoxtralForConditionalGeneration,
-        VoxtralProcessor,
-        WhisperFeatureExtractor,
-    )
-    from transformers.tokenization_mistral_common import MistralCommonBackend
+    from transformers import LlamaConfig, VoxtralConfig, VoxtralEncoderConfig, VoxtralForConditionalGeneration
 
     tekken = tekken_json()
     shipped = json.loads((Path(mistral_common.__file__).parent / "data" / "tekken_240911.json").read_text())
@@ -76,8 +68,7 @@ def full_size_model(folder: Path, device: str, dtype: torch.dtype, attention: st
     ]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tekken.json").write_text(json.dumps(tekken))
-    features = WhisperFeatureExtractor(feature_size=128, sampling_rate=SAMPLE_RATE, hop_length=160, chunk_length=30)
-    processor = VoxtralProcessor(features, MistralCommonBackend.from_pretrained(folder))
+    processor = processor_for(folder)
     config = VoxtralConfig(
         audio_config=VoxtralEncoderConfig(**FULL_AUDIO_CONFIG),
         text_config=LlamaConfig(**FULL_TEXT_CONFIG),

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from agent.models.voxtral_chat import hub_cache_dir
+    from agent.models.production import hub_cache_dir
 
     cache_dir = hub_cache_dir(config)
     models = hub_models(config)

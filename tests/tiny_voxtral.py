@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -58,17 +59,18 @@ def tekken_json() -> dict:
     }
 
 
+def processor_for(folder: Path) -> Any:
+    """A ``VoxtralProcessor`` over the ``tekken.json`` in ``folder``, with Voxtral's Whisper features."""
+    from transformers import VoxtralProcessor, WhisperFeatureExtractor
+    from transformers.tokenization_mistral_common import MistralCommonBackend
+
+    features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16_000, hop_length=160, chunk_length=30)
+    return VoxtralProcessor(features, MistralCommonBackend.from_pretrained(folder))
+
+
 def build_tiny_voxtral(folder: Path, seed: int = 0) -> Path:
     """Write config.json, model.safetensors, tekken.json and the processor config into ``folder``."""
-    from transformers import (
-        LlamaConfig,
-        VoxtralConfig,
-        VoxtralEncoderConfig,
-        VoxtralForConditionalGeneration,
-        VoxtralProcessor,
-        WhisperFeatureExtractor,
-    )
-    from transformers.tokenization_mistral_common import MistralCommonBackend
+    from transformers import LlamaConfig, VoxtralConfig, VoxtralEncoderConfig, VoxtralForConditionalGeneration
 
     folder.mkdir(parents=True, exist_ok=True)
     text = LlamaConfig(  # an object, not a dict: a dict would be merged onto the 3B defaults
@@ -98,6 +100,5 @@ def build_tiny_voxtral(folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     # config.json must sit beside tekken.json, or the processor picks the wrong tokenizer class.
     (folder / "tekken.json").write_text(json.dumps(tekken_json()))
-    features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16_000, hop_length=160, chunk_length=30)
-    VoxtralProcessor(features, MistralCommonBackend.from_pretrained(folder)).save_pretrained(folder)
+    processor_for(folder).save_pretrained(folder)
     return folder

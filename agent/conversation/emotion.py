@@ -16,10 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from agent.models.base import SpeechStyle
+from agent.models.base import MAX_INTENSITY, MIN_INTENSITY, SpeechStyle
 
 EMOTIONS = ("happy", "sad", "angry", "excited", "neutral")
-MIN_INTENSITY, MAX_INTENSITY = 0.5, 2.0
 INTENSIFIER_GAIN = 1.5
 DOWNTONER_GAIN = 0.7
 EXCLAMATION_GAIN = 0.25  # added to the intensity per "!", up to MAX_INTENSITY

@@ -31,6 +31,10 @@ class ChatMessage:
     audio: np.ndarray | None = field(default=None, repr=False)
 
 
+# How strongly an emotion is spoken: 0.5 calm .. 2.0 strong, 1.0 as the emotion's table row says.
+MIN_INTENSITY, MAX_INTENSITY = 0.5, 2.0
+
+
 @dataclass(frozen=True)
 class SpeechStyle:
     """How a phrase should sound: the emotion of what is said and its intensity (0.5 calm .. 2.0 strong)."""

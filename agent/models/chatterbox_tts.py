@@ -31,6 +31,7 @@ import torch
 
 from agent.config import Config, ConfigError
 from agent.models.base import NEUTRAL, SpeechChunk, SpeechStyle
+from agent.models.production import cuda_or_cpu, hub_cache_dir, local_folder
 from agent.models.speech_style import NEUTRAL_VOICE, VoiceStyle, voice_style
 
 log = logging.getLogger(__name__)
@@ -65,22 +66,11 @@ HUB_FILES = {
 _OPTIONAL_FILES = {"Cangjie5_TC.json"}
 
 
-def chatterbox_device(device: str) -> str:
-    """CUDA when asked for or, with ``auto``, when torch sees it; else the CPU."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("tts.chatterbox_device is 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
-    return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
-
-
 def model_folder(config: Config) -> Path:
     """The folder holding ``tts.chatterbox_model``: a local folder, or a hub id read from the model cache."""
     tts = config.tts
     source = tts.chatterbox_model
-    folder = Path(source).expanduser()
-    if not folder.is_dir():
-        if source.startswith((".", "/", "~")):
-            raise ConfigError(f"tts.chatterbox_model {source!r} does not exist; give a Chatterbox folder or a hub id")
-        folder = _cached_snapshot(source, config)
+    folder = local_folder(source, "tts.chatterbox_model", "a Chatterbox") or _cached_snapshot(source, config)
     missing = [name for name in HUB_FILES[tts.chatterbox_variant] if not (folder / name).is_file()]
     if missing := [name for name in missing if name not in _OPTIONAL_FILES]:
         raise ConfigError(
@@ -93,8 +83,6 @@ def model_folder(config: Config) -> Path:
 def _cached_snapshot(repo_id: str, config: Config) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
-
-    from agent.models.voxtral_chat import hub_cache_dir
 
     try:
         return Path(
@@ -124,7 +112,7 @@ def load_model(config: Config) -> Any:
     from chatterbox.models.tokenizers import tokenizer
 
     folder = model_folder(config)
-    device = chatterbox_device(config.tts.chatterbox_device)
+    device = cuda_or_cpu(config.tts.chatterbox_device, "tts.chatterbox_device")
     model_class = ChatterboxMultilingualTTS if config.tts.chatterbox_variant == "multilingual" else ChatterboxTTS
 
     def from_folder(repo_id: str, filename: str, **_: Any) -> str:

@@ -28,6 +28,8 @@ def _voxtral(config: Config) -> ChatModel:
 
 
 CHAT_MODELS: dict[str, Callable[[Config], ChatModel]] = {"smollm2": SmolLMChatModel, "voxtral": _voxtral}
+
+
 def _chatterbox(config: Config) -> TextToSpeech:
     from agent.models.chatterbox_tts import ChatterboxTextToSpeech  # imported on use: scripts/install.sh --chatterbox
 

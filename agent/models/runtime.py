@@ -79,22 +79,17 @@ class ModelRuntime:
     stt: SpeechToText
     chat: ChatModel
     tts: TextToSpeech
-    executors: dict[str, ThreadPoolExecutor] = field(
-        default_factory=lambda: {
-            stage: ThreadPoolExecutor(max_workers=1, thread_name_prefix=stage)
-            for stage in ("stt", "llm", "tts")
-        }
-    )
+    executors: dict[str, ThreadPoolExecutor] = field(init=False)
     load_seconds: float = 0.0
     warm_up_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         # A chat model that schedules several replies itself (Voxtral: one GPU thread, token by token)
         # gets that many llm threads; each only waits on its reply's tokens.
-        replies = getattr(self.chat, "max_concurrent_replies", 1)
-        if replies > 1:
-            self.executors["llm"].shutdown(wait=False)
-            self.executors["llm"] = ThreadPoolExecutor(max_workers=replies, thread_name_prefix="llm")
+        workers = {"stt": 1, "llm": getattr(self.chat, "max_concurrent_replies", 1), "tts": 1}
+        self.executors = {
+            stage: ThreadPoolExecutor(max_workers=count, thread_name_prefix=stage) for stage, count in workers.items()
+        }
 
     @classmethod
     def load(cls, config: Config) -> ModelRuntime:

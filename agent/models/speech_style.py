@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from agent.models.base import SpeechStyle
+from agent.models.base import MAX_INTENSITY, MIN_INTENSITY, SpeechStyle
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,6 @@ EMOTION_VOICES: dict[str, VoiceStyle] = {
         rate=1.08, pitch=46, pitch_range=70, noise=1.15, exaggeration=0.9, cfg_weight=0.3, temperature=0.8
     ),
 }
-MIN_INTENSITY, MAX_INTENSITY = 0.5, 2.0
 # Each knob's safe range, whatever intensity asks for.
 _LIMITS: dict[str, tuple[float, float]] = {
     "rate": (0.6, 1.6),

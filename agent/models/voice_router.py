@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from agent.config import Config, ConfigError
+from agent.languages import answer_language
 from agent.models.base import NEUTRAL, SpeechChunk, SpeechStyle, TextToSpeech
 from agent.models.espeak_tts import EspeakTextToSpeech
 from agent.models.piper_tts import PiperTextToSpeech
@@ -22,8 +23,6 @@ log = logging.getLogger(__name__)
 
 # Voices whose languages are fixed; chatterbox tells its own (``languages``) once loaded.
 PIPER_LANGUAGES = frozenset({"en"})
-
-
 
 
 def _voices() -> dict[str, Callable[[Config], TextToSpeech]]:
@@ -58,7 +57,7 @@ class VoiceRouter:
                 raise ConfigError("tts.voices is empty; name at least one of: " + ", ".join(known))
             voices = [known[name](config) for name in dict.fromkeys(names)]
         self.voices = voices
-        self._language = config.language
+        self._language = answer_language(config)
         log.info("voices, best first: %s", ", ".join(voice.name for voice in voices))
 
     def voice_for(self, language: str) -> TextToSpeech:

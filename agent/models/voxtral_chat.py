@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +28,7 @@ import torch
 from agent.config import Config, ConfigError
 from agent.languages import system_prompt
 from agent.models.base import SAMPLE_RATE, ChatMessage
+from agent.models.production import cuda_or_cpu, hub_cache_dir, local_folder
 from agent.models.sampling import pick_token
 from agent.models.voxtral_cache import (
     Segment,
@@ -50,11 +50,6 @@ _WARM_UP_AUDIO_SECONDS = 1.0
 _END = object()
 
 
-def hub_cache_dir(config: Config) -> Path:
-    """Where hub models are downloaded to and read from (``scripts/download_models.py`` fills it)."""
-    return config.cache_path / "huggingface"
-
-
 @dataclass(frozen=True)
 class Placement:
     device: str
@@ -64,9 +59,7 @@ class Placement:
 
 def choose_placement(device: str) -> Placement:
     """bf16 on CUDA (fp16 where bf16 is missing), fp32 on CPU; flash-attention 2 on CUDA when installed."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("llm.device is 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+    if cuda_or_cpu(device, "llm.device") == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         attention = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
         return Placement("cuda", dtype, attention)
@@ -494,13 +487,11 @@ class VoxtralChatModel:
 
 def _locate(source: str, config: Config) -> tuple[str, dict[str, Any]]:
     """A local folder as it is; a hub id read from the model cache (downloaded by scripts/download_models.py)."""
-    folder = Path(source).expanduser()
-    if folder.is_dir():
+    folder = local_folder(source, "llm.model", "a Voxtral model")
+    if folder is not None:
         if not (folder / "config.json").is_file():
             raise ConfigError(f"llm.model {source!r} is a folder without config.json; give a Voxtral model folder")
         return str(folder), {}
-    if source.startswith((".", "/", "~")):
-        raise ConfigError(f"llm.model {source!r} does not exist; give a Voxtral model folder or a hub id")
     return source, {"cache_dir": str(hub_cache_dir(config))}
 
 

@@ -69,11 +69,12 @@ async def offer(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     config = state.config
     limit = config.server.max_offer_bytes
+    too_large = f"offer body over {limit} bytes (server.max_offer_bytes)"
     if request.content_length is not None and request.content_length > limit:
-        return _error(413, f"offer body over {limit} bytes (server.max_offer_bytes)")
+        return _error(413, too_large)
     body = await request.content.read(limit + 1)
     if len(body) > limit:
-        return _error(413, f"offer body over {limit} bytes (server.max_offer_bytes)")
+        return _error(413, too_large)
     try:
         params = json.loads(body)
     except (UnicodeDecodeError, ValueError):
