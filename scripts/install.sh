@@ -19,7 +19,7 @@ for arg in "$@"; do
 done
 
 if [[ $with_tests == 1 ]]; then
-    packages=(espeak-ng sox chromium chromium-driver prometheus coturn shellcheck)
+    packages=(espeak-ng sox chromium chromium-driver prometheus coturn shellcheck postgresql)
     missing=()
     for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
     if (( ${#missing[@]} )); then
