@@ -33,9 +33,65 @@ def _serve(args: argparse.Namespace) -> int:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
+    if config.auth.mode == "off" and not _is_loopback(config.server.host):
+        logging.getLogger("agent").warning(
+            "serving on %s with auth.mode: off: anyone who can reach this address can talk to the agent and read "
+            "every call record; set auth.mode: token (VOICE_AGENT_AUTH__MODE=token) and add accounts with "
+            "voice-agent user add",
+            config.server.host,
+        )
     app = create_app(config)
     print(f"voice-agent: serving on http://{config.server.host}:{config.server.port}", file=sys.stderr)
     web.run_app(app, host=config.server.host, port=config.server.port, print=None, shutdown_timeout=5)
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    import asyncio
+    import getpass
+
+    from agent.calls.store import RecordStore, StoreUnavailable
+    from agent.server.auth import create_account
+    from agent.server.errors import ApiError
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"voice-agent: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+
+    async def add() -> str:
+        config.records.data_path.mkdir(parents=True, exist_ok=True)
+        store = await RecordStore.open(config.records.url)
+        try:
+            user = await create_account(store, args.name, password, "admin" if args.admin else "user")
+        finally:
+            await store.close()
+        return f"added {user.role} {user.name} (id {user.id})"
+
+    try:
+        print(asyncio.run(add()))
+    except ApiError as exc:
+        print(f"voice-agent: {exc.message}", file=sys.stderr)
+        return 1
+    except StoreUnavailable as exc:
+        print(f"voice-agent: the records database is unavailable: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -49,6 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="address to listen on (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default from config: 8000)")
     serve.set_defaults(handler=_serve)
+    user = commands.add_parser("user", help="manage accounts (auth.mode: token)")
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    add = user_commands.add_parser("add", help="create an account")
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true", help="the account sees every call")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="YAML config (default: %(default)s)")
+    add.set_defaults(handler=_user_add)
     commands.add_parser("talk", help="play a WAV as the microphone and report the reply (voice-agent talk --help)")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["talk"]:

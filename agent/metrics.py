@@ -123,9 +123,20 @@ CLIENT_REPORT_FIELDS: dict[str, Histogram] = {
 # A browser's value beyond this is a broken clock or a stale measurement, not a latency.
 CLIENT_VALUE_MAX_S = 60.0
 
+# Call records: background jobs (transcription of uploads), uploads, and live-call writes waiting for the store.
+JOB_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+RECORD_JOBS = Counter("voice_agent_record_jobs_total", "Record jobs finished, by kind and outcome", ["kind", "outcome"])
+RECORD_JOB_SECONDS = Histogram(
+    "voice_agent_record_job_seconds", "Time one record job took, by kind", ["kind"], buckets=JOB_BUCKETS
+)
+UPLOADS = Counter("voice_agent_uploads_total", "Uploaded recordings, by result", ["result"])
+RECORD_WRITES_PENDING = Gauge(
+    "voice_agent_record_writes_pending", "Live-call record writes queued for the store (grows while it is down)"
+)
+
 for _status in ("completed", "cancelled", "failed"):
     TURNS.labels(status=_status)
-for _stage in ("model_load", "asr", "reply"):
+for _stage in ("model_load", "asr", "reply", "records", "http"):
     ERRORS.labels(stage=_stage)
 for _outcome in ("hit", "miss"):
     SPECULATIVE_REPLIES.labels(outcome=_outcome)

@@ -29,6 +29,8 @@ from aiortc.mediastreams import MediaStreamTrack
 from agent import metrics
 from agent.audio.resample import Resampler, to_float
 from agent.audio.turns import PauseDetected, SpeechResumed, SpeechStarted, TurnDetector, TurnEnded
+from agent.calls.live import LiveCallRecord
+from agent.calls.store import TurnIn
 from agent.config import AUTO_LANGUAGE, Config
 from agent.conversation.chunker import PhraseChunker
 from agent.conversation.emotion import Emotion
@@ -72,6 +74,7 @@ class _Reply:
     id: str
     item_id: str
     audio: np.ndarray
+    audio_start_ms: int
     audio_end_ms: int
     speech_ended_at: float
     latency: TurnLatency = field(default_factory=TurnLatency)
@@ -85,6 +88,7 @@ class _Reply:
     # Set once released and any interruption this turn makes has been settled; cleared by a barge-in.
     may_speak: asyncio.Event = field(default_factory=asyncio.Event)
     phrases: list[SpokenPhrase] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)  # the reply's text as generated, heard or not
     first_audio_at: float | None = None
     task: asyncio.Task | None = None
 
@@ -117,6 +121,7 @@ class Session:
         runtime: ModelRuntime,
         pc: RTCPeerConnection,
         on_closed: Callable[[Session], None] = lambda session: None,
+        record: LiveCallRecord | None = None,
     ) -> None:
         self.id = session_id
         self.config = config
@@ -131,6 +136,9 @@ class Session:
         )
         self.outbound.on_tag_started = self._on_audio_started
         self.outbound.on_stopped = self._on_audio_stopped
+        self.record = record  # the call's record and recording, written as the conversation goes
+        if record is not None:
+            self.outbound.on_frame = record.agent_audio
         self.detector = TurnDetector(config.vad)
         self.inbound = InboundAudio(
             self.detector.frame_samples,
@@ -179,6 +187,8 @@ class Session:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.outbound.stop()
+        if self.record is not None:
+            self.record.close(reason)
         await self.pc.close()
         self._on_closed(self)
 
@@ -193,6 +203,8 @@ class Session:
     async def _run_turns(self) -> None:
         while True:
             frame = await self.inbound.queue.get()
+            if self.record is not None:
+                self.record.user_audio(frame.samples)
             for event in self.detector.process(frame.samples, frame.arrived_at):
                 if isinstance(event, SpeechStarted):
                     self.events.send(
@@ -203,16 +215,19 @@ class Session:
                     self._on_speech_started(event)
                 elif isinstance(event, PauseDetected):
                     self._discard_speculative()
-                    self._speculative = self._begin_reply(event.audio, event.audio_end_ms, event.speech_ended_at)
+                    self._speculative = self._begin_reply(event)
                 elif isinstance(event, SpeechResumed):
                     self._discard_speculative()
                 elif isinstance(event, TurnEnded):
                     self._on_turn_ended(event)
             self._check_barge_in()
 
-    def _begin_reply(self, audio: np.ndarray, audio_end_ms: int, speech_ended_at: float) -> _Reply:
+    def _begin_reply(self, turn: PauseDetected | TurnEnded) -> _Reply:
         n = next(self._ids)
-        reply = _Reply(f"resp_{self.id}_{n}", f"item_{self.id}_{n}", audio, audio_end_ms, speech_ended_at)
+        reply = _Reply(
+            f"resp_{self.id}_{n}", f"item_{self.id}_{n}", turn.audio, turn.audio_start_ms, turn.audio_end_ms,
+            turn.speech_ended_at,
+        )
         reply.task = self._spawn(self._respond(reply), "reply")
         return reply
 
@@ -230,7 +245,7 @@ class Session:
             metrics.SPECULATIVE_REPLIES.labels(outcome="hit").inc()
         else:
             self._discard_speculative()
-            reply = self._begin_reply(turn.audio, turn.audio_end_ms, turn.speech_ended_at)
+            reply = self._begin_reply(turn)
         # A reply still running now was spoken over without a barge-in at the onset (echo guard, short
         # speech): hold it too; this turn's words decide.
         self._barge_in(onset_at=None)
@@ -430,7 +445,7 @@ class Session:
         chunker = PhraseChunker(self.config.chunker)
         phrases: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.create_task(self._speak(reply, phrases))
-        parts: list[str] = []
+        parts = reply.parts
         started = time.monotonic()
         try:
             async for piece in self.runtime.stream_reply(messages):
@@ -547,12 +562,33 @@ class Session:
         self.events.send("response.done", response={"id": reply.id, "status": status, "output_text": text})
         self.events.send("agent.turn.latency", response_id=reply.id, **latency.as_dict())
         self._log_turn(reply, status, text, latency)
+        self._record_exchange(reply, status, text)
         for key in [k for k in self.outbound.sent_by_tag if k[0] == reply.id]:
             del self.outbound.sent_by_tag[key]
         if self._current is reply:
             self._current = None
         if status != "cancelled":
             self._set_state("listening")
+
+    def _record_exchange(self, reply: _Reply, status: str, heard: str) -> None:
+        if self.record is None or not (reply.transcript or "").strip():
+            return
+        emotion = reply.user_emotion.emotion if reply.user_emotion else None
+        user = TurnIn("user", "user", reply.audio_start_ms, reply.audio_end_ms, reply.transcript,
+                      emotion=emotion, language=self.language)
+        said = "".join(reply.parts).strip()
+        agent = None
+        if said:
+            start = reply.first_audio_at or time.monotonic()
+            heard_ms = sum(self._sent_samples(reply)) * 1000 // self.outbound.sample_rate
+            start_ms = self.record.ms_since_start(start)
+            agent = TurnIn(
+                "agent", "assistant", start_ms, start_ms + heard_ms, said,
+                heard_text=heard if status == "cancelled" or heard != said else None,
+                emotion=detect_emotion(said, self.language).emotion, language=self.language,
+                latency=reply.latency.as_dict() | {"status": status},
+            )
+        self.record.exchange(user, agent)
 
     def _observe_stages(self, latency: TurnLatency) -> None:
         if latency.endpointing_s is not None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -30,6 +31,14 @@ def serve_in_subprocess(*args: str) -> tuple[subprocess.Popen, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _records_in_a_temporary_folder(tmp_path_factory) -> None:
+    """Servers the tests start (in process or as ``voice-agent serve``) keep their call records out of ~."""
+    os.environ["VOICE_AGENT_RECORDS__DATA_DIR"] = str(tmp_path_factory.mktemp("records"))
+
+
 @pytest.fixture
-def config() -> Config:
-    return Config()
+def config(tmp_path) -> Config:
+    config = Config()
+    config.records.data_dir = str(tmp_path / "records")
+    return config

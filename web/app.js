@@ -208,12 +208,14 @@ function iceGatheringComplete(pc) {
 async function postOffer(offer) {
   const response = await fetch("/offer", {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
+    // auth.js: the bearer token when accounts are on (auth_mode "token").
+    headers: { "Content-Type": "application/json", ...window.voiceAuth?.headers() },
     body: JSON.stringify({ sdp: offer.sdp, type: offer.type }),
   }).catch(() => {
     throw new Error("Cannot reach the server.");
   });
   const body = await response.json().catch(() => null);
+  if (response.status === 401) window.voiceAuth?.expired(body?.error);
   if (!response.ok) {
     throw new Error(body?.error ?? `The server refused the call (HTTP ${response.status}).`);
   }

@@ -13,21 +13,25 @@ import uuid
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp_pydantic.oas.view import generate_oas
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from swagger_ui_bundle import swagger_ui_path
 
 from agent import metrics
+from agent.calls.records import CallRecords
 from agent.config import Config
 from agent.languages import LANGUAGE_NAMES
 from agent.models.runtime import ModelRuntime
-from agent.server import diag
+from agent.server import auth, calls, diag
+from agent.server.api import CONFIG_KEY, RECORDS_KEY, USER
+from agent.server.errors import error_middleware
 from agent.session import Session
 from agent.transport.ice import page_ice_servers, rtc_configuration
 from agent.transport.udp_ports import pin_udp_ports
 
 log = logging.getLogger(__name__)
 
-CONFIG_KEY = web.AppKey("config", Config)
 STATE_KEY = web.AppKey("state", "ServerState")
 
 
@@ -99,7 +103,11 @@ async def offer(request: web.Request) -> web.Response:
         if state.sessions.pop(session.id, None) is not None:
             metrics.ACTIVE_SESSIONS.dec()
 
-    session = Session(session_id, config, state.runtime, pc, on_closed=forget)
+    user = request.get(USER)
+    record = None
+    if config.records.enabled:
+        record = request.app[RECORDS_KEY].live_call(session_id, user.id if user else None, config.language)
+    session = Session(session_id, config, state.runtime, pc, on_closed=forget, record=record)
     state.sessions[session_id] = session
     metrics.ACTIVE_SESSIONS.inc()
 
@@ -138,8 +146,22 @@ async def index(request: web.Request) -> web.FileResponse:
 async def client_config(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
     return web.json_response(
-        {"ice_servers": page_ice_servers(config.server), "language": config.language, "languages": LANGUAGE_NAMES}
+        {
+            "ice_servers": page_ice_servers(config.server),
+            "language": config.language,
+            "languages": LANGUAGE_NAMES,
+            "auth_mode": config.auth.mode,
+            "allow_registration": config.auth.allow_registration,
+        }
     )
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(generate_oas([request.app], "1", "Voice agent API"))
+
+
+async def api_docs(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(Path(request.app[CONFIG_KEY].server.web_dir) / "api-docs.html")
 
 
 def _details(state: ServerState) -> dict:
@@ -189,10 +211,15 @@ async def prometheus_metrics(request: web.Request) -> web.Response:
 
 def create_app(config: Config, runtime: ModelRuntime | None = None) -> web.Application:
     """Build the app; with ``runtime`` given (tests), models are not loaded again."""
-    app = web.Application(client_max_size=config.server.max_offer_bytes)
+    app = web.Application(
+        client_max_size=max(config.server.max_offer_bytes, config.server.max_request_bytes),
+        middlewares=[error_middleware, auth.access_middleware(config)],
+    )
     state = ServerState(config, runtime)
+    records = CallRecords(config)
     app[CONFIG_KEY] = config
     app[STATE_KEY] = state
+    app[RECORDS_KEY] = records
     if runtime is not None:
         metrics.models_ready(runtime)
     app.router.add_get("/", index)
@@ -202,10 +229,16 @@ def create_app(config: Config, runtime: ModelRuntime | None = None) -> web.Appli
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", prometheus_metrics)
     app.router.add_get("/diag", diagnostics)
+    app.router.add_get("/api/openapi.json", openapi_document)
+    app.router.add_get("/api/docs", api_docs)
+    app.router.add_static("/api/docs/static/", swagger_ui_path)
+    auth.add_routes(app)
+    calls.add_routes(app)
     app.router.add_static("/static/", config.server.web_dir)
 
     async def start_loading(app: web.Application) -> None:
         state._loader = asyncio.create_task(state.load_models())
+        records.start()
 
     async def close_sessions(app: web.Application) -> None:
         sessions = list(state.sessions.values())
@@ -213,6 +246,7 @@ def create_app(config: Config, runtime: ModelRuntime | None = None) -> web.Appli
         if state._loader is not None:
             state._loader.cancel()
         log.info("closed %d sessions", len(sessions))
+        await records.close(config.records.shutdown_write_seconds)
 
     app.on_startup.append(start_loading)
     app.on_shutdown.append(close_sessions)

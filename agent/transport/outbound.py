@@ -49,6 +49,8 @@ class OutboundAudioTrack(MediaStreamTrack):
         self.on_tag_started: Callable[[Hashable, float], None] = lambda tag, at: None
         # Called with time.monotonic() when the first frame after a clear() goes out silent.
         self.on_stopped: Callable[[float], None] = lambda at: None
+        # Called with (samples, sample_rate) for every frame sent, silence included (the call's recording).
+        self.on_frame: Callable[[np.ndarray, int], None] = lambda samples, rate: None
         self._stop_pending = False
         self.frames_sent = 0
         self.last_audible_frame = 0  # index (1-based) in frames_sent of the last frame above the threshold
@@ -94,6 +96,7 @@ class OutboundAudioTrack(MediaStreamTrack):
             if wait > 0:
                 await asyncio.sleep(wait)
         samples = self._next_frame()
+        self.on_frame(samples, self.sample_rate)
         self.frames_sent += 1
         if samples is not self._silence and max(int(samples.max()), -int(samples.min())) > self.audible_threshold:
             self.last_audible_frame = self.frames_sent
