@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from agent.calls.audio_files import DecodedAudio
 from agent.calls.store import TurnIn
 from agent.config import AUTO_LANGUAGE, Config
 from agent.models.whisper_stt import model_folder
+
+if TYPE_CHECKING:
+    from faster_whisper.transcribe import Segment, TranscriptionInfo
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,30 @@ def _model(config: Config):
         return _models[folder, threads]
 
 
+def whisper_segments(
+    signal: np.ndarray,
+    config: Config,
+    *,
+    language: str | None = None,
+    prompt: str | None = None,
+    temperature: float | None = None,
+    word_timestamps: bool = False,
+) -> tuple[Iterator[Segment], TranscriptionInfo]:
+    """The multilingual Whisper's segments of one 16 kHz mono signal (lazy: iterate them in the same thread).
+
+    ``language`` None: detected. ``temperature`` None keeps faster-whisper's fallback from 0 upwards."""
+    return _model(config).transcribe(
+        signal,
+        language=language,
+        initial_prompt=prompt,
+        beam_size=config.stt.beam_size,
+        vad_filter=True,  # skips long silences and keeps Whisper from inventing words in them
+        condition_on_previous_text=False,
+        word_timestamps=word_timestamps,
+        **({} if temperature is None else {"temperature": temperature}),
+    )
+
+
 def speaker_channels(audio: DecodedAudio) -> list[np.ndarray]:
     """One signal per speaker channel: two for a two-channel call, one for mono (or a stereo copy of mono)."""
     samples = audio.samples
@@ -67,7 +95,6 @@ def transcribe_recording(
     cancelled: threading.Event | None = None,
 ) -> Transcription:
     """Every channel's segments as turns in time order, and the languages heard."""
-    model = _model(config)
     channels = speaker_channels(audio)
     total_s = max(audio.duration_s * len(channels), 1e-6)
     done_s = 0.0
@@ -76,13 +103,7 @@ def transcribe_recording(
     for number, signal in enumerate(channels, start=1):
         if not signal.size:
             continue
-        segments, info = model.transcribe(
-            signal,
-            language=None,  # detected per file (per channel)
-            beam_size=config.stt.beam_size,
-            vad_filter=True,  # skips long silences and keeps Whisper from inventing words in them
-            condition_on_previous_text=False,
-        )
+        segments, info = whisper_segments(signal, config)  # the language detected per file (per channel)
         heard_any = False
         for segment in segments:
             if cancelled is not None and cancelled.is_set():

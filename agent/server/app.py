@@ -23,7 +23,7 @@ from agent.calls.records import CallRecords
 from agent.config import Config
 from agent.languages import LANGUAGE_NAMES
 from agent.models.runtime import ModelRuntime
-from agent.server import auth, calls, diag
+from agent.server import auth, calls, diag, openai_audio
 from agent.server.api import CONFIG_KEY, RECORDS_KEY, USER
 from agent.server.errors import error_middleware
 from agent.session import Session
@@ -234,6 +234,7 @@ def create_app(config: Config, runtime: ModelRuntime | None = None) -> web.Appli
     app.router.add_static("/api/docs/static/", swagger_ui_path)
     auth.add_routes(app)
     calls.add_routes(app)
+    openai_audio.add_routes(app)
     app.router.add_static("/static/", config.server.web_dir)
 
     async def start_loading(app: web.Application) -> None:

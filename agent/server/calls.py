@@ -15,7 +15,6 @@ import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import unquote
 
 from aiohttp import web
 from aiohttp_pydantic.injectors import Group
@@ -29,10 +28,8 @@ from agent.calls.uploads import UploadRejected, decode_data_url, fetch_url
 from agent.server.api import ApiView
 from agent.server.auth import ErrorReply
 from agent.server.errors import ApiError
+from agent.server.multipart import MULTIPART_OVERHEAD_BYTES, receive_file, scratch_dir, too_large
 
-# Multipart framing around the file (boundaries, part headers) allowed on top of records.max_upload_bytes.
-MULTIPART_OVERHEAD_BYTES = 16 * 1024
-WRITE_CHUNK_BYTES = 1 << 20
 EXPORT_PAGE = 500
 CallId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 
@@ -123,7 +120,7 @@ class CallsView(ApiView):
         """
         config = self.config.records
         self.records.store  # noqa: B018 - 503 before reading a body the store cannot take
-        scratch = _scratch_dir(self.config)
+        scratch = scratch_dir(self.config)
         if self.request.content_type == "application/json":
             path, name = await _remote_audio(self.request, config, scratch)
         else:
@@ -141,7 +138,7 @@ class ZipView(ApiView):
     async def post(self) -> r202[ZipAccepted] | r400[ErrorReply] | r413[ErrorReply] | r503[ErrorReply]:
         """Upload a ZIP of recordings (multipart field ``file``): one record per audio entry, each with its own job."""
         self.records.store  # noqa: B018
-        scratch = _scratch_dir(self.config)
+        scratch = scratch_dir(self.config)
         archive, _ = await receive_file(self.request, self.config.records.max_upload_bytes, scratch)
         try:
             with tempfile.TemporaryDirectory(dir=scratch) as entries_dir:
@@ -267,53 +264,13 @@ async def _call(view: ApiView, call_id: str) -> CallDetail:
     return call
 
 
-def _scratch_dir(config) -> Path:
-    path = config.records.data_path / "incoming"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, f"the upload is over {limit} bytes (records.max_upload_bytes)")
-
-
-async def receive_file(request: web.Request, limit: int, scratch: Path) -> tuple[Path, str]:
-    """Stream the multipart field ``file`` to a file of ours; 413 past ``limit``, before reading when declared."""
-    if request.content_length is not None and request.content_length > limit + MULTIPART_OVERHEAD_BYTES:
-        raise _too_large(limit)
-    if not request.content_type.startswith("multipart/"):
-        raise ApiError(400, "send the recording as multipart/form-data with a field named file")
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if part.name != "file" or not hasattr(part, "read_chunk"):
-            continue
-        name = Path(unquote(part.filename or "upload")).name[:255]
-        path = scratch / f"{uuid.uuid4().hex}{intake.suffix_for(name)}"
-        size = 0
-        try:
-            with open(path, "wb") as file:
-                while chunk := await part.read_chunk(WRITE_CHUNK_BYTES):
-                    size += len(chunk)
-                    if size > limit:
-                        raise _too_large(limit)
-                    await asyncio.to_thread(file.write, chunk)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        if size == 0:
-            path.unlink(missing_ok=True)
-            raise ApiError(400, f"the file {name} is empty")
-        return path, name
-    raise ApiError(400, "no file: send the recording in a multipart field named file")
-
-
 async def _remote_audio(request: web.Request, config, scratch: Path) -> tuple[Path, str]:
     base64_limit = config.max_upload_bytes * 4 // 3 + MULTIPART_OVERHEAD_BYTES
     if request.content_length is not None and request.content_length > base64_limit:
-        raise _too_large(config.max_upload_bytes)
+        raise too_large(config.max_upload_bytes)
     body = await request.content.read(base64_limit + 1)
     if len(body) > base64_limit:
-        raise _too_large(config.max_upload_bytes)
+        raise too_large(config.max_upload_bytes)
     try:
         remote = RemoteAudio.model_validate_json(body)
     except ValueError as exc:
