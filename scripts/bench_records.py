@@ -2,11 +2,16 @@
 
     .venv/bin/python scripts/bench_records.py                    # 100,000 calls x 20 turns, SQLite and PostgreSQL
     .venv/bin/python scripts/bench_records.py --calls 10000 --backend sqlite --json
+    .venv/bin/python scripts/bench_records.py --calls 0 --zip 20        # only the ZIP of 20 one-minute calls
 
-The calls are bulk-loaded (batched executemany on SQLite, COPY on PostgreSQL) with the same derived columns the
+The calls are bulk-loaded (batched executemany on SQLite, COPY on PostgreSQL) with the derived columns and tables the
 store maintains, then each query runs through ``RecordStore`` as the API calls it, and p50/p95 are reported.
 PostgreSQL comes from tests/postgres.py (a throwaway server) unless ``--postgres-url`` names one. A database
 that already holds calls (``--sqlite-file`` or ``--postgres-url`` given twice) is measured as it is.
+
+``--zip N`` (default 20) then measures uploads: a ZIP of N one-minute spoken calls (espeak-ng, two voices
+taking turns) goes through the intake and the background transcription jobs with the default settings,
+and the wall time from the archive to the last transcript gives calls per minute and the real-time factor.
 """
 
 from __future__ import annotations
@@ -20,18 +25,22 @@ import statistics
 import sys
 import tempfile
 import time
+import zipfile
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from agent.calls.store import CallFilter, RecordStore, TurnIn  # noqa: E402
 from agent.calls.store.search import document  # noqa: E402
-from agent.calls.store.store import voice_to_voice_s  # noqa: E402
+from agent.calls.store.store import language_rows, utc_day, voice_to_voice_s  # noqa: E402
 
 TURNS_PER_CALL = 20
 BATCH_CALLS = 2000
@@ -58,6 +67,8 @@ class Batch:
     calls: list[dict] = field(default_factory=list)
     turns: list[dict] = field(default_factory=list)
     tags: list[dict] = field(default_factory=list)
+    languages: list[dict] = field(default_factory=list)
+    emotions: list[dict] = field(default_factory=list)
     bodies: list[tuple[str, str]] = field(default_factory=list)  # (call id, search document)
 
 
@@ -96,6 +107,10 @@ def _add_call(rng: random.Random, sentences: list[str], batch: Batch, n: int) ->
         at_ms += 3000
         batch.turns.append({**turn.__dict__, "call_id": call_id, "idx": idx, "heard_text": None,
                             "v2v_s": voice_to_voice_s(source, turn)})
+    call_turns = batch.turns[-TURNS_PER_CALL:]
+    emotions = Counter(turn["emotion"] for turn in call_turns if turn["emotion"] is not None)
+    batch.emotions += [{"call_id": call_id, "emotion": emotion, "count": count} for emotion, count in emotions.items()]
+    batch.languages += language_rows(call_id, languages)
     ai = rng.sample(AI_TAGS, rng.randint(1, 3))
     user = rng.sample(USER_TAGS, rng.randint(1, 2)) if rng.random() < USER_TAGGED_SHARE else []
     for kind, names in (("ai", ai), ("user", user)):
@@ -109,17 +124,20 @@ def _add_call(rng: random.Random, sentences: list[str], batch: Batch, n: int) ->
         "ended_at": started + timedelta(seconds=duration), "duration_s": duration, "languages": languages,
         "status": "done", "error": None, "progress": 1.0, "audio_path": f"audio/{call_id}.flac",
         "audio_mime": "audio/flac", "analysis": None, "analysis_version": None, "turn_count": TURNS_PER_CALL,
-        "created_at": started, "updated_at": started,
+        "created_at": started, "updated_at": started, "started_day": utc_day(started),
+        "v2v_count": sum(turn["v2v_s"] is not None for turn in call_turns),
     })
     batch.bodies.append((call_id, document(texts)))
 
 
 CALL_COLUMNS = ["id", "owner_id", "source", "file_name", "content_hash", "started_at", "ended_at", "duration_s",
                 "languages", "status", "error", "progress", "audio_path", "audio_mime", "analysis",
-                "analysis_version", "turn_count", "created_at", "updated_at"]
+                "analysis_version", "turn_count", "created_at", "updated_at", "started_day", "v2v_count"]
 TURN_COLUMNS = ["call_id", "idx", "speaker", "role", "start_ms", "end_ms", "text", "heard_text", "emotion",
                 "language", "latency", "v2v_s"]
 TAG_COLUMNS = ["call_id", "name", "kind", "effective"]
+LANGUAGE_COLUMNS = ["call_id", "position", "language"]
+EMOTION_COLUMNS = ["call_id", "emotion", "count"]
 JSON_COLUMNS = {"languages", "analysis", "latency"}
 
 
@@ -128,6 +146,8 @@ def _sqlite_value(column: str, value):
         return None if value is None else json.dumps(value)
     if isinstance(value, datetime):  # the store's SQLite format: naive UTC, microseconds always written
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, date):
+        return value.isoformat()
     return value
 
 
@@ -138,17 +158,30 @@ def load_sqlite(path: Path, n_calls: int) -> None:
     now = _sqlite_value("created_at", datetime.now(UTC))
     db.executemany("INSERT INTO users (id, name, password_hash, role, created_at) VALUES (?, ?, 'x', 'user', ?)",
                    [(n, f"user{n}", now) for n in range(1, USERS + 1)])
-    rowid = 0
+    rowid, emotions = 0, Counter()
     for batch in synthetic_batches(n_calls):
+        emotions += _emotions(batch)
         with db:
             _insert_rows(db, "calls", CALL_COLUMNS, batch.calls)
             _insert_rows(db, "turns", TURN_COLUMNS, batch.turns)
             _insert_rows(db, "tags", TAG_COLUMNS, batch.tags)
+            _insert_rows(db, "call_languages", LANGUAGE_COLUMNS, batch.languages)
+            _insert_rows(db, "call_emotions", EMOTION_COLUMNS, batch.emotions)
             rows = [(rowid := rowid + 1, body) for _, body in batch.bodies]
             db.executemany("INSERT INTO call_search (rowid, body) VALUES (?, ?)", rows)
             db.executemany("UPDATE calls SET search_rowid = ? WHERE id = ?",
                            [(r, call_id) for (r, _), (call_id, _) in zip(rows, batch.bodies, strict=True)])
+    with db:
+        db.executemany("INSERT INTO emotion_totals (emotion, count) VALUES (?, ?)", emotions.items())
     db.close()
+
+
+def _emotions(batch: Batch) -> Counter:
+    """The batch's share of ``emotion_totals``."""
+    totals = Counter()
+    for row in batch.emotions:
+        totals[row["emotion"]] += row["count"]
+    return totals
 
 
 def _insert_rows(db: sqlite3.Connection, table: str, columns: list[str], rows: list[dict]) -> None:
@@ -168,13 +201,18 @@ async def load_postgres(url: str, n_calls: int) -> None:
             "users", records=[(n, f"user{n}", "x", "user", now) for n in range(1, USERS + 1)],
             columns=["id", "name", "password_hash", "role", "created_at"])
         await connection.execute("CREATE TEMPORARY TABLE bench_bodies (call_id text PRIMARY KEY, body text)")
+        emotions = Counter()
         for batch in synthetic_batches(n_calls):
+            emotions += _emotions(batch)
             for table, columns, rows in (("calls", CALL_COLUMNS, batch.calls), ("turns", TURN_COLUMNS, batch.turns),
-                                         ("tags", TAG_COLUMNS, batch.tags)):
+                                         ("tags", TAG_COLUMNS, batch.tags),
+                                         ("call_languages", LANGUAGE_COLUMNS, batch.languages),
+                                         ("call_emotions", EMOTION_COLUMNS, batch.emotions)):
                 records = [tuple(json.dumps(row[c]) if c in JSON_COLUMNS and row[c] is not None else row[c]
                                  for c in columns) for row in rows]
                 await connection.copy_records_to_table(table, records=records, columns=columns)
             await connection.copy_records_to_table("bench_bodies", records=batch.bodies)
+        await connection.copy_records_to_table("emotion_totals", records=list(emotions.items()))
         await connection.execute("UPDATE calls SET search_vector = to_tsvector('simple'::regconfig, b.body) "
                                  "FROM bench_bodies b WHERE calls.id = b.call_id")
         await connection.execute("SELECT setval(pg_get_serial_sequence('users', 'id'), (SELECT max(id) FROM users))")
@@ -276,19 +314,96 @@ async def main_async(args: argparse.Namespace, stack: ExitStack) -> list[dict]:
     return results
 
 
+ZIP_CALL_SECONDS = 60.0
+ZIP_SENTENCES = [
+    "Hello, thank you for calling the billing team, how can I help you today?",
+    "I was charged twice for my subscription this month and I would like a refund.",
+    "I am sorry about that, let me look at your account and the last two invoices.",
+    "I can see both payments, the second one was a mistake and I will reverse it now.",
+    "How long will it take before the money is back on my card?",
+    "It usually takes three to five working days, and you will get an email when it is done.",
+    "Could you also change the plan to the yearly one, it is cheaper for us.",
+    "Of course, the yearly plan starts on the first of next month at the new price.",
+]
+
+
+def spoken_call(n: int) -> np.ndarray:
+    """About a minute of two people talking (two espeak-ng voices), different for each n."""
+    from tests.speech import silence, speak
+
+    rng = random.Random(SEED + n)
+    parts, length = [], 0
+    while length < ZIP_CALL_SECONDS * 16_000:
+        line = rng.choice(ZIP_SENTENCES)
+        parts += [speak(line, voice="en-us" if len(parts) % 4 == 0 else "en-gb"), silence(0.4)]
+        length += len(parts[-2]) + len(parts[-1])
+    return np.concatenate(parts)[: int(ZIP_CALL_SECONDS * 16_000)]
+
+
+async def bench_zip(n_calls: int, folder: Path) -> dict:
+    from agent.calls import intake
+    from agent.calls.records import CallRecords
+    from agent.config import Config
+    from tests.speech import write_wav
+
+    archive = folder / "calls.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for n in range(n_calls):
+            zipped.write(write_wav(folder / f"call-{n:02d}.wav", spoken_call(n), 16_000), f"day/call-{n:02d}.wav")
+    print(f"zip: {n_calls} calls of {ZIP_CALL_SECONDS:.0f} s, {archive.stat().st_size / 1e6:.0f} MB",
+          file=sys.stderr, flush=True)
+    config = Config()
+    config.records.data_dir = str(folder / "data")
+    config.records.job_poll_seconds = 0.2
+    records = CallRecords(config)
+    records.start()
+    await records.opened(60)
+    try:
+        started = time.perf_counter()
+        accepted = await intake.add_zip(records, archive, None, folder)
+        ids = [entry.id for entry in accepted if entry.id]
+        while True:
+            calls = [await records.store.get_call(call_id, None) for call_id in ids]
+            if all(call.status in ("done", "failed") for call in calls):
+                break
+            await asyncio.sleep(0.5)
+        wall_s = time.perf_counter() - started
+    finally:
+        await records.close(5)
+    audio_s = n_calls * ZIP_CALL_SECONDS
+    return {"calls": n_calls, "audio_s": audio_s, "wall_s": round(wall_s, 1),
+            "done": sum(call.status == "done" for call in calls), "turns": sum(len(call.turns) for call in calls),
+            "calls_per_minute": round(n_calls / wall_s * 60, 2), "real_time_factor": round(wall_s / audio_s, 3),
+            "job_concurrency": config.records.job_concurrency,
+            "transcription_threads": config.records.transcription_threads}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=100_000, help="synthetic calls of 20 turns (default 100000)")
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--postgres-url", help="postgresql+asyncpg://... (default: a throwaway local server)")
     parser.add_argument("--sqlite-file", help="keep the SQLite database here (default: a temporary folder)")
+    parser.add_argument("--zip", type=int, default=20, help="one-minute calls in the ZIP throughput run (0: skip)")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = parser.parse_args()
+    results, uploads = [], None
     with ExitStack() as stack:
-        results = asyncio.run(main_async(args, stack))
-    print_table(results)
+        if args.calls > 0:
+            results = asyncio.run(main_async(args, stack))
+        if args.zip > 0:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-zip-")))
+            uploads = asyncio.run(bench_zip(args.zip, folder))
+    if results:
+        print_table(results)
+    if uploads:
+        print(f"zip of {uploads['calls']} one-minute calls: {uploads['wall_s']:.0f} s to the last transcript, "
+              f"{uploads['calls_per_minute']:.1f} calls/min, real-time factor {uploads['real_time_factor']:.3f} "
+              f"({uploads['done']} done, {uploads['turns']} turns; {uploads['job_concurrency']} job, "
+              f"{uploads['transcription_threads']} Whisper threads)")
     if args.json:
-        print(json.dumps({"bench": "records", "turns_per_call": TURNS_PER_CALL, "runs": RUNS, "results": results}))
+        print(json.dumps({"bench": "records", "turns_per_call": TURNS_PER_CALL, "runs": RUNS, "results": results,
+                          "zip": uploads}))
 
 
 if __name__ == "__main__":

@@ -136,9 +136,13 @@ class CallRecords:
 
         def progress(share: float) -> None:  # the job's thread
             now = time.monotonic()
-            if now - last[0] >= PROGRESS_EVERY_S:
+            if now - last[0] >= PROGRESS_EVERY_S and not loop.is_closed():
                 last[0] = now
-                asyncio.run_coroutine_threadsafe(store.update_call(call.id, progress=round(share, 3)), loop)
+                update = store.update_call(call.id, progress=round(share, 3))
+                try:
+                    asyncio.run_coroutine_threadsafe(update, loop)
+                except RuntimeError:  # the loop closed meanwhile (shutdown): the progress does not matter
+                    update.close()
 
         result = await self.runner.run_in_thread(transcribe_recording, audio, self.config, progress)
         await store.replace_turns(call.id, result.turns)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,6 +30,8 @@ _SQLITE_UNAVAILABLE = ("database is locked", "unable to open", "disk i/o error",
                        "not a database")
 # PostgreSQL SQLSTATE classes: connection exception, insufficient resources, operator intervention,
 # invalid authorization, and "database does not exist"
+# Alembic keeps its context in module globals: two upgrades at once in one process would share it.
+_UPGRADE_LOCK = threading.Lock()
 _PG_UNAVAILABLE = ("08", "53", "57", "28", "3D000")
 
 
@@ -175,7 +178,8 @@ class Database:
         config.attributes["url"] = self.url
         config.attributes["connect_timeout_s"] = self.connect_timeout_s
         try:
-            command.upgrade(config, "head")
+            with _UPGRADE_LOCK:
+                command.upgrade(config, "head")
         except Exception as exc:
             if is_unavailable(exc):
                 raise self.unavailable(exc) from exc

@@ -1,22 +1,26 @@
 """The call-records tables (SQLAlchemy 2 declarative). The migrations in ``migrations/versions`` create them.
 
-Besides the columns of the contract, three are kept up to date by the store so that lists and analytics are
-aggregate queries over calls, not scans of every turn: ``calls.turn_count``, ``turns.v2v_s`` (the voice-to-voice
-latency of a live call's assistant turn, for the median) and ``tags.effective`` (whether the tag is one of the
-call's effective tags: its user tags when it has any, else its AI tags). The full-text index is dialect-specific
-and lives outside these models (see ``search.py``).
+Besides the columns of the contract, some are kept up to date by the store, in the transaction that changes
+what they derive from, so that lists and analytics are aggregate queries over calls, not scans of every turn:
+``calls.turn_count``, ``calls.started_day`` (the UTC date of ``started_at``), ``calls.v2v_count`` (how many of
+its turns have a ``v2v_s``), ``turns.v2v_s`` (the voice-to-voice latency of a live call's assistant turn, for
+the median), ``tags.effective`` (whether the tag is one of the call's effective tags: its user tags when it has
+any, else its AI tags), and the tables ``call_languages`` (``calls.languages`` one row each),
+``call_emotions`` (per call, how many of its turns carry each emotion) and ``emotion_totals`` (the same summed
+over every call). The full-text index is dialect-specific and lives outside these models (see ``search.py``).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -122,6 +126,8 @@ class Call(Base):
         Index("ix_calls_started_at", "started_at", "id"),
         Index("ix_calls_status", "status"),
         Index("ix_calls_content_hash", "content_hash"),
+        # the totals and calls per day of analytics, read from the index alone
+        Index("ix_calls_started_day", "started_day", "turn_count", "v2v_count"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_call_id)
@@ -143,6 +149,37 @@ class Call(Base):
     turn_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+    # nullable because SQLite cannot add a NOT NULL column without a default; the store always sets it
+    started_day: Mapped[date | None] = mapped_column(Date)
+    v2v_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+
+
+class CallLanguage(Base):
+    __tablename__ = "call_languages"
+    __table_args__ = (Index("ix_call_languages_language", "language", "call_id"),)
+
+    call_id: Mapped[str] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    language: Mapped[str] = mapped_column(Text)
+
+
+class CallEmotion(Base):
+    __tablename__ = "call_emotions"
+    __table_args__ = (Index("ix_call_emotions_emotion", "emotion", "count"),)
+
+    call_id: Mapped[str] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True)
+    emotion: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+
+
+class EmotionTotal(Base):
+    """The emotion distribution of all calls, which would otherwise sum every call's ``call_emotions``. A count
+    that falls to 0 keeps its row."""
+
+    __tablename__ = "emotion_totals"
+
+    emotion: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
 
 
 class Turn(Base):

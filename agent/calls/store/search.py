@@ -16,13 +16,15 @@ PG_CONFIGURATION = "'simple'::regconfig"
 CALL_SEARCH = table("call_search", column("rowid"))
 
 
+# Case is folded here, in Python, for both indexes: PostgreSQL's lowercasing follows the database's locale
+# (under C it leaves "CRÈME" as "crÈme"), and FTS5's knows only Unicode 6.1 (it does not fold "Ʝ" to "ʝ").
 def search_words(q: str) -> list[str]:
-    """The words of a query: whitespace-separated pieces that hold at least one letter or digit."""
-    return [word for word in q.replace("\x00", " ").split() if any(ch.isalnum() for ch in word)]
+    """The words of a query, lowercased: whitespace-separated pieces that hold at least one letter or digit."""
+    return [word for word in q.lower().replace("\x00", " ").split() if any(ch.isalnum() for ch in word)]
 
 
 def document(texts: list[str]) -> str:
-    return "\n".join(texts)
+    return "\n".join(texts).lower()
 
 
 class SearchIndex(Protocol):
@@ -73,14 +75,13 @@ class SqliteSearch:
 
 
 class PostgresSearch:
-    """``calls.search_vector`` (tsvector) with a GIN index. Text is lowercased here, not by PostgreSQL, whose
-    lowercasing follows the database's locale: under ``C`` it leaves "CRÈME" as "crÈme"."""
+    """``calls.search_vector`` (tsvector) with a GIN index."""
 
     def condition(self, q: str) -> ColumnElement[bool]:
         words = search_words(q)
         if not words:
             return false()
-        query = func.plainto_tsquery(literal_column(PG_CONFIGURATION), bindparam(None, " ".join(words).lower()))
+        query = func.plainto_tsquery(literal_column(PG_CONFIGURATION), bindparam(None, " ".join(words)))
         return literal_column("calls.search_vector").op("@@")(query)
 
     async def append(self, session: AsyncSession, call_id: str, texts: list[str]) -> None:
@@ -88,12 +89,12 @@ class PostgresSearch:
             await session.execute(
                 text("UPDATE calls SET search_vector = coalesce(search_vector, ''::tsvector) || "
                      f"to_tsvector({PG_CONFIGURATION}, :body) WHERE id = :id"),
-                {"body": document(texts).lower(), "id": call_id})
+                {"body": document(texts), "id": call_id})
 
     async def replace(self, session: AsyncSession, call_id: str, texts: list[str]) -> None:
         await session.execute(
             text(f"UPDATE calls SET search_vector = to_tsvector({PG_CONFIGURATION}, :body) WHERE id = :id"),
-            {"body": document(texts).lower(), "id": call_id})
+            {"body": document(texts), "id": call_id})
 
 
 def search_index(dialect: str) -> SearchIndex:

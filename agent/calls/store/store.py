@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, delete, exists, func, insert, literal_column, select, true, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import ColumnElement, Row, delete, exists, func, insert, select, true, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql import Select, type_coerce
+from sqlalchemy.sql import Select
 
 from agent.calls.store.database import DEFAULT_CONNECT_TIMEOUT_S, Database
-from agent.calls.store.models import TAG_KINDS, USER_ROLES, Call, Job, Tag, Token, Turn, User, utc_now
+from agent.calls.store.models import (
+    TAG_KINDS,
+    USER_ROLES,
+    Call,
+    CallEmotion,
+    CallLanguage,
+    EmotionTotal,
+    Job,
+    Tag,
+    Token,
+    Turn,
+    User,
+    utc_now,
+)
 from agent.calls.store.schemas import Analytics, CallDetail, CallSummary, JobOut, TurnOut, UserOut, UserRow
 from agent.calls.store.search import search_index
 from agent.calls.store.values import CallFilter, CallNotFound, TurnIn, Viewer
@@ -25,7 +38,7 @@ SUMMARY_COLUMNS = (Call.id, Call.owner_id, Call.source, Call.file_name, Call.sta
                    Call.turn_count, Call.created_at)
 DETAIL_COLUMNS = (*SUMMARY_COLUMNS, Call.analysis, Call.analysis_version, Call.audio_mime)
 # columns update_call may not set: the key, and what the store derives itself
-DERIVED_COLUMNS = frozenset({"id", "turn_count", "created_at", "updated_at"})
+DERIVED_COLUMNS = frozenset({"id", "turn_count", "started_day", "v2v_count", "created_at", "updated_at"})
 UPDATABLE_COLUMNS = frozenset(column.key for column in Call.__table__.columns) - DERIVED_COLUMNS
 
 
@@ -35,6 +48,16 @@ def voice_to_voice_s(source: str, turn: TurnIn) -> float | None:
         return None
     value = turn.latency.get(V2V_KEY)
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def utc_day(moment: datetime) -> date | None:
+    """``calls.started_day`` for ``started_at``; None for a naive datetime, which the column itself refuses."""
+    return moment.astimezone(UTC).date() if moment.tzinfo is not None else None
+
+
+def language_rows(call_id: str, languages: list[str]) -> list[dict[str, Any]]:
+    """The ``call_languages`` rows of a call's languages."""
+    return [{"call_id": call_id, "position": n, "language": language} for n, language in enumerate(languages)]
 
 
 class RecordStore:
@@ -124,11 +147,13 @@ class RecordStore:
         now = utc_now()
         call = Call(source=source, owner_id=owner_id, file_name=file_name, content_hash=content_hash,
                     started_at=started_at, status=status, languages=list(languages or []), audio_path=audio_path,
-                    audio_mime=audio_mime, progress=0.0, turn_count=0, created_at=now, updated_at=now)
+                    audio_mime=audio_mime, progress=0.0, turn_count=0, started_day=utc_day(started_at),
+                    v2v_count=0, created_at=now, updated_at=now)
         async with self._db.writing() as session:
             session.add(call)
+            await session.flush()
+            await self._set_languages(session, call.id, call.languages)
             if job is not None:
-                await session.flush()
                 session.add(Job(call_id=call.id, kind=job, status="queued", attempts=0, not_before=now,
                                 created_at=now, updated_at=now))
         return call.id
@@ -141,8 +166,13 @@ class RecordStore:
             raise ValueError(f"not a column update_call may set: {', '.join(sorted(unknown))}")
         if "languages" in fields:
             fields["languages"] = list(fields["languages"] or [])
+        if "started_at" in fields:
+            fields["started_day"] = utc_day(fields["started_at"])
         async with self._db.writing() as session:
-            await session.execute(update(Call).where(Call.id == call_id).values(**fields, updated_at=utc_now()))
+            updated = await session.execute(update(Call).where(Call.id == call_id)
+                                            .values(**fields, updated_at=utc_now()))
+            if "languages" in fields and updated.rowcount:
+                await self._set_languages(session, call_id, fields["languages"])
 
     async def add_turns(self, call_id: str, turns: list[TurnIn]) -> None:
         """Appends turns (their idx continues the call's); CallNotFound if there is no such call."""
@@ -152,9 +182,11 @@ class RecordStore:
                 return
             first = await session.scalar(select(func.coalesce(func.max(Turn.idx) + 1, 0))
                                          .where(Turn.call_id == call_id))
-            await self._insert_turns(session, call_id, source, turns, first)
+            v2v_count = await self._insert_turns(session, call_id, source, turns, first)
             await session.execute(update(Call).where(Call.id == call_id)
-                                  .values(turn_count=Call.turn_count + len(turns), updated_at=utc_now()))
+                                  .values(turn_count=Call.turn_count + len(turns),
+                                          v2v_count=Call.v2v_count + v2v_count, updated_at=utc_now()))
+            await self._count_emotions(session, call_id)
             await self._search.append(session, call_id, [turn.text for turn in turns])
 
     async def replace_turns(self, call_id: str, turns: list[TurnIn]) -> None:
@@ -162,10 +194,10 @@ class RecordStore:
         async with self._db.writing() as session:
             source = await self._lock_call(session, call_id)
             await session.execute(delete(Turn).where(Turn.call_id == call_id))
-            if turns:
-                await self._insert_turns(session, call_id, source, turns, 0)
+            v2v_count = await self._insert_turns(session, call_id, source, turns, 0) if turns else 0
             await session.execute(update(Call).where(Call.id == call_id)
-                                  .values(turn_count=len(turns), updated_at=utc_now()))
+                                  .values(turn_count=len(turns), v2v_count=v2v_count, updated_at=utc_now()))
+            await self._count_emotions(session, call_id)
             await self._search.replace(session, call_id, [turn.text for turn in turns])
 
     async def set_tags(self, call_id: str, names: list[str], kind: str) -> None:
@@ -190,10 +222,12 @@ class RecordStore:
     async def delete_call(self, call_id: str, viewer: Viewer | None) -> CallSummary | None:
         """Deletes the call with its turns, tags and jobs; None (nothing deleted) if absent or not the viewer's."""
         async with self._db.writing() as session:
+            # locked, as every write to a call locks it: its emotions are subtracted from the totals as they are
             rows = await self._summaries(session, select(*SUMMARY_COLUMNS).where(
-                Call.id == call_id, *self._visible(viewer)))
+                Call.id == call_id, *self._visible(viewer)).with_for_update())
             if not rows:
                 return None
+            await self._set_emotions(session, call_id, {})
             await session.execute(delete(Call).where(Call.id == call_id))
             return rows[0]
 
@@ -247,21 +281,28 @@ class RecordStore:
             return [call_id.in_(matching)] if conditions else []
 
         async with self._db.reading() as session:
-            total, with_transcript = (await session.execute(
-                select(func.count(), func.count().filter(Call.turn_count > 0)).where(*conditions))).one()
-            day = self._day(Call.started_at)
-            per_day = await session.execute(select(day, func.count()).where(*conditions).group_by(day))
-            language = self._languages_of_calls()
-            per_language = await session.execute(select(language.c.value, func.count()).select_from(Call)
-                                                 .join(language, true()).where(*conditions)
-                                                 .group_by(language.c.value))
+            days = (await session.execute(
+                select(Call.started_day, func.count().label("calls"),
+                       func.count().filter(Call.turn_count > 0).label("with_transcript"),
+                       func.sum(Call.v2v_count).label("v2v_count"))
+                .where(*conditions).group_by(Call.started_day))).all()
+            per_language = await session.execute(select(CallLanguage.language, func.count())
+                                                 .where(*of_matching(CallLanguage.call_id))
+                                                 .group_by(CallLanguage.language))
             tags = await session.execute(select(Tag.name, func.count())
                                          .where(Tag.effective == true(), *of_matching(Tag.call_id))
                                          .group_by(Tag.name))
-            emotions = await session.execute(select(Turn.emotion, func.count())
-                                             .where(Turn.emotion.is_not(None), *of_matching(Turn.call_id))
-                                             .group_by(Turn.emotion))
-            median = await self._median_v2v(session, of_matching(Turn.call_id))
+            if conditions:
+                emotions = await session.execute(select(CallEmotion.emotion, func.sum(CallEmotion.count))
+                                                 .where(CallEmotion.call_id.in_(matching))
+                                                 .group_by(CallEmotion.emotion))
+            else:
+                emotions = await session.execute(select(EmotionTotal.emotion, EmotionTotal.count)
+                                                 .where(EmotionTotal.count > 0))
+            v2v_count = sum(int(day.v2v_count or 0) for day in days)
+            median = await self._median_v2v(session, v2v_count, of_matching(Turn.call_id))
+        total = sum(day.calls for day in days)
+        with_transcript = sum(day.with_transcript for day in days)
         tag_distribution = _by_count(tags)
         total_tags = sum(tag_distribution.values())
         return Analytics(
@@ -269,7 +310,7 @@ class RecordStore:
             average_tags_per_call=total_tags / total if total else 0.0,
             calls_with_transcript=with_transcript, calls_without_transcript=total - with_transcript,
             tag_distribution=tag_distribution,
-            calls_per_day=dict(sorted((str(day), count) for day, count in per_day)),
+            calls_per_day=dict(sorted((str(day.started_day), day.calls) for day in days)),
             calls_per_language=_by_count(per_language),
             emotion_distribution=_by_count(emotions),
             median_voice_to_voice_s=median,
@@ -371,30 +412,16 @@ class RecordStore:
             conditions.append(Call.status == f.status)
         return conditions
 
-    def _has_language(self, language: str) -> ColumnElement[bool]:
-        if self._db.is_postgres:
-            return Call.languages.op("@>")(type_coerce([language], JSONB))
-        listed = func.json_each(Call.languages).table_valued("value")
-        return exists(select(1).select_from(listed).where(listed.c.value == language))
-
-    def _languages_of_calls(self):
-        """A table-valued function: one row per language a call lists, joined laterally to calls."""
-        function = func.jsonb_array_elements_text if self._db.is_postgres else func.json_each
-        return function(Call.languages).table_valued("value")
-
-    def _day(self, moment: ColumnElement) -> ColumnElement[str]:
-        if self._db.is_postgres:
-            return func.to_char(func.timezone(literal_column("'UTC'"), moment), literal_column("'YYYY-MM-DD'"))
-        # SQLite keeps UTC times as 'YYYY-MM-DD HH:MM:SS.ffffff'
-        return func.substr(moment, literal_column("1"), literal_column("10"))
+    @staticmethod
+    def _has_language(language: str) -> ColumnElement[bool]:
+        return exists().where(CallLanguage.call_id == Call.id, CallLanguage.language == language)
 
     @staticmethod
-    async def _median_v2v(session: AsyncSession, conditions: list[ColumnElement[bool]]) -> float | None:
-        """The median over an index: count, then read the middle one or two values in order."""
-        present = [Turn.v2v_s.is_not(None), *conditions]
-        count = await session.scalar(select(func.count(Turn.v2v_s)).where(*present))
+    async def _median_v2v(session: AsyncSession, count: int, conditions: list[ColumnElement[bool]]) -> float | None:
+        """The median of ``count`` values over an index: read the middle one or two values in order."""
         if not count:
             return None
+        present = [Turn.v2v_s.is_not(None), *conditions]
         middle = await session.scalars(select(Turn.v2v_s).where(*present).order_by(Turn.v2v_s)
                                        .offset((count - 1) // 2).limit(1 if count % 2 else 2))
         values = list(middle)
@@ -410,13 +437,46 @@ class RecordStore:
 
     @staticmethod
     async def _insert_turns(session: AsyncSession, call_id: str, source: str, turns: Sequence[TurnIn],
-                            first: int) -> None:
-        await session.execute(insert(Turn), [
-            {"call_id": call_id, "idx": first + n, "speaker": turn.speaker, "role": turn.role,
-             "start_ms": turn.start_ms, "end_ms": turn.end_ms, "text": turn.text, "heard_text": turn.heard_text,
-             "emotion": turn.emotion, "language": turn.language, "latency": turn.latency,
-             "v2v_s": voice_to_voice_s(source, turn)}
-            for n, turn in enumerate(turns)])
+                            first: int) -> int:
+        """Inserts the turns; returns how many have a voice-to-voice latency."""
+        rows = [{"call_id": call_id, "idx": first + n, "speaker": turn.speaker, "role": turn.role,
+                 "start_ms": turn.start_ms, "end_ms": turn.end_ms, "text": turn.text, "heard_text": turn.heard_text,
+                 "emotion": turn.emotion, "language": turn.language, "latency": turn.latency,
+                 "v2v_s": voice_to_voice_s(source, turn)}
+                for n, turn in enumerate(turns)]
+        await session.execute(insert(Turn), rows)
+        return sum(row["v2v_s"] is not None for row in rows)
+
+    @staticmethod
+    async def _set_languages(session: AsyncSession, call_id: str, languages: list[str]) -> None:
+        await session.execute(delete(CallLanguage).where(CallLanguage.call_id == call_id))
+        if languages:
+            await session.execute(insert(CallLanguage), language_rows(call_id, languages))
+
+    async def _count_emotions(self, session: AsyncSession, call_id: str) -> None:
+        """The call's emotions counted again from its turns."""
+        counted = await session.execute(select(Turn.emotion, func.count())
+                                        .where(Turn.call_id == call_id, Turn.emotion.is_not(None))
+                                        .group_by(Turn.emotion))
+        await self._set_emotions(session, call_id, dict(counted.all()))
+
+    async def _set_emotions(self, session: AsyncSession, call_id: str, counts: dict[str, int]) -> None:
+        """The call's ``call_emotions`` become ``counts``, and ``emotion_totals`` change by the difference."""
+        before = dict((await session.execute(select(CallEmotion.emotion, CallEmotion.count)
+                                             .where(CallEmotion.call_id == call_id))).all())
+        if counts == before:
+            return
+        await session.execute(delete(CallEmotion).where(CallEmotion.call_id == call_id))
+        if counts:
+            await session.execute(insert(CallEmotion), [{"call_id": call_id, "emotion": emotion, "count": count}
+                                                        for emotion, count in counts.items()])
+        changes = {emotion: counts.get(emotion, 0) - before.get(emotion, 0) for emotion in {*counts, *before}}
+        # sorted, so that two transactions lock the rows they share in the same order
+        rows = [{"emotion": emotion, "count": change} for emotion, change in sorted(changes.items()) if change]
+        upsert = (postgresql if self._db.is_postgres else sqlite).insert(EmotionTotal)
+        await session.execute(upsert.on_conflict_do_update(index_elements=[EmotionTotal.emotion],
+                                                           set_={"count": EmotionTotal.count + upsert.excluded.count}),
+                              rows)
 
     async def _summaries(self, session: AsyncSession, query: Select) -> list[CallSummary]:
         rows = (await session.execute(query)).all()
