@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import copy
 import json
 import logging
@@ -25,10 +24,9 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 from bench_latency import DEFAULT_PHRASES, synthesise
-from bench_turn_taking import median
+from bench_turn_taking import median, voice_to_voice
 
-from agent.client.peer import SAMPLE_RATE, TalkClient
-from agent.client.talk import run_turn
+from agent.client.peer import SAMPLE_RATE
 from agent.config import Config, load_config
 from agent.models.runtime import ModelRuntime
 
@@ -66,35 +64,6 @@ async def upload_batch(url: str, wav: Path, count: int) -> list[str]:
         return ids
 
 
-async def voice_to_voice(runtime: ModelRuntime, configs: dict[str, Config], clips: list[np.ndarray],
-                         turns: int) -> dict[str, dict[str, list[float]]]:
-    """Each question asked of every server in turn, the order swapped every question: whichever server asks
-    first after the other has answered pays for what the shared model threads still finish, so a fixed
-    order would show that as a cost of the variant."""
-    from agent.server.background import running_server
-
-    results = {name: {"client_voice_to_voice_s": [], "server_voice_to_voice_s": []} for name in configs}
-    async with contextlib.AsyncExitStack() as stack:
-        clients = {}
-        for name, config in configs.items():
-            url, _ = await stack.enter_async_context(running_server(config, runtime))
-            clients[name] = await stack.enter_async_context(TalkClient())
-            await clients[name].connect(url)
-        await asyncio.sleep(1.0)
-        for n in range(turns):
-            order = list(clients.items()) if n % 2 == 0 else list(reversed(clients.items()))
-            for name, client in order:
-                turn = await run_turn(client, clips[n % len(clips)], SAMPLE_RATE, timeout=60)
-                if turn.voice_to_voice_s is not None:
-                    results[name]["client_voice_to_voice_s"].append(turn.voice_to_voice_s)
-                if turn.server_latency.get("voice_to_voice_s") is not None:
-                    results[name]["server_voice_to_voice_s"].append(turn.server_latency["voice_to_voice_s"])
-                v2v = "-" if turn.voice_to_voice_s is None else f"{turn.voice_to_voice_s:.3f}"
-                print(f"  turn {n + 1}/{turns} {name:<14} voice-to-voice {v2v} s  {turn.status}", flush=True)
-                await asyncio.sleep(0.5)
-    return results
-
-
 async def run(runtime: ModelRuntime, configs: dict[str, Config], clips: list[np.ndarray], turns: int,
               wav: Path, uploads: int) -> dict:
     from agent.server.background import running_server
@@ -105,7 +74,7 @@ async def run(runtime: ModelRuntime, configs: dict[str, Config], clips: list[np.
         async with running_server(configs["records on"], runtime) as (url, state):
             jobs["ids"] = await upload_batch(url, wav, uploads)
     started = time.monotonic()
-    results = await voice_to_voice(runtime, configs, clips, turns)
+    results = await voice_to_voice(runtime, configs, clips, turns, swap_order=True)
     jobs["seconds_during_run"] = time.monotonic() - started
     return {"v2v": results, "jobs": jobs}
 

@@ -69,8 +69,11 @@ def median(values: list[float]) -> float | None:
 
 
 async def voice_to_voice(
-    runtime: ModelRuntime, configs: dict[str, Config], clips: list[np.ndarray], turns: int
+    runtime: ModelRuntime, configs: dict[str, Config], clips: list[np.ndarray], turns: int, swap_order: bool = False
 ) -> dict[str, dict[str, list[float]]]:
+    """Each question asked of every server in turn. With ``swap_order`` the order is reversed every question:
+    whichever server asks first after another has answered pays for what the shared model threads still
+    finish, so a fixed order shows up as a cost of the first variant."""
     results = {
         name: {"client_voice_to_voice_s": [], "server_voice_to_voice_s": [], "endpointing_s": []} for name in configs
     }
@@ -82,7 +85,8 @@ async def voice_to_voice(
             await clients[name].connect(url)
         await asyncio.sleep(1.0)
         for n in range(turns):
-            for name, client in clients.items():
+            order = list(clients.items())
+            for name, client in reversed(order) if swap_order and n % 2 else order:
                 turn = await run_turn(client, clips[n % len(clips)], SAMPLE_RATE, timeout=60)
                 row = results[name]
                 if turn.voice_to_voice_s is not None:
