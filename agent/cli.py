@@ -9,15 +9,22 @@ import sys
 from agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 
 
+def _config_or_none(args: argparse.Namespace):
+    """The configuration of ``--config``, or None after saying on stderr what is wrong with it."""
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        print(f"voice-agent: configuration error: {exc}", file=sys.stderr)
+        return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from agent.server.app import create_app
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"voice-agent: configuration error: {exc}", file=sys.stderr)
+    config = _config_or_none(args)
+    if config is None:
         return 2
     if args.host:
         config.server.host = args.host
@@ -65,10 +72,8 @@ def _user_add(args: argparse.Namespace) -> int:
     from agent.server.auth import create_account
     from agent.server.errors import ApiError
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"voice-agent: configuration error: {exc}", file=sys.stderr)
+    config = _config_or_none(args)
+    if config is None:
         return 2
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
