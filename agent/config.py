@@ -73,6 +73,8 @@ class ServerConfig(_Section):
     web_dir: str = str(REPO_ROOT / "web")
     # A peer whose microphone sends nothing for this long has vanished: its session is closed.
     inbound_timeout_seconds: float = 3.0
+    # A WebSocket message (/v1/realtime, /ws) over this closes the connection with code 1009.
+    max_ws_message_bytes: PositiveInt = 8_388_608
 
     @field_validator("ice_servers", "page_ice_servers")
     @classmethod
@@ -104,6 +106,19 @@ class AudioConfig(_Section):
     outbound_frame_ms: int = 20
     # Peak amplitude (int16 units) above which received/sent audio counts as audible.
     audible_threshold: int = 300
+
+
+class WebSocketConfig(_Section):
+    """The agent over a WebSocket (/v1/realtime, /ws), where the client, not the server, plays the audio."""
+
+    # Reply audio is sent at most this far ahead of real time: what a barge-in can still take back.
+    output_lead_ms: PositiveInt = 300
+    # Rate of the audio a Realtime session sends until session.update says otherwise (OpenAI's is 24 kHz).
+    output_sample_rate: Literal[16_000, 24_000] = 24_000
+    # Messages waiting for a client that reads too slowly; past this the connection is closed (1008).
+    send_queue_messages: PositiveInt = 512
+    # Ping interval; a client that does not answer within half of it has vanished and its session ends.
+    heartbeat_seconds: PositiveFloat = 5.0
 
 
 class VadConfig(_Section):
@@ -285,6 +300,7 @@ class Config(_Section):
     model_cache_dir: str = "~/.cache/voice-agent"
     server: ServerConfig = ServerConfig()
     audio: AudioConfig = AudioConfig()
+    websocket: WebSocketConfig = WebSocketConfig()
     vad: VadConfig = VadConfig()
     barge_in: BargeInConfig = BargeInConfig()
     stt: SttConfig = SttConfig()

@@ -26,9 +26,11 @@ def answer_language(config: Config) -> str:
     return "en" if config.language == AUTO_LANGUAGE else config.language
 
 
-def system_prompt(config: Config, language: str | None = None) -> str:
-    """``llm.system_prompt`` with ``{language}`` replaced by the name of ``language`` (default: the config's).
+def system_prompt(config: Config, language: str | None = None, instructions: str | None = None) -> str:
+    """``llm.system_prompt`` (or a client's ``instructions``) with ``{language}`` replaced by the name of
+    ``language`` (default: the config's).
 
     Small models drift into other languages unless told which one to answer in.
     """
-    return config.llm.system_prompt.replace("{language}", language_name(language or answer_language(config)))
+    template = config.llm.system_prompt if instructions is None else instructions
+    return template.replace("{language}", language_name(language or answer_language(config)))

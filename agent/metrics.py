@@ -65,6 +65,11 @@ INBOUND_FRAMES_DROPPED = Counter(
 )
 ERRORS = Counter("voice_agent_errors_total", "Failures, by pipeline stage", ["stage"])
 ACTIVE_SESSIONS = Gauge("voice_agent_active_sessions", "Conversations currently connected")
+SESSIONS_STARTED = Counter(
+    "voice_agent_sessions_started_total",
+    "Conversations opened, by transport: webrtc, realtime (OpenAI Realtime WebSocket) or ws (the simple one)",
+    ["transport"],
+)
 MODELS_READY = Gauge("voice_agent_models_ready", "1 once every model is loaded and warmed up")
 LLM_TIME_PER_TOKEN = Histogram(
     "voice_agent_llm_time_per_output_token_seconds",

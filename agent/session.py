@@ -1,4 +1,4 @@
-"""One conversation: a peer connection, its memory, its tasks, and the decision of what to do next.
+"""One conversation: its memory, its tasks, and the decision of what to do next, whatever transport carries it.
 
 States: listening -> (user turn ends) -> thinking -> (first reply audio sent) -> speaking -> listening.
 
@@ -10,6 +10,10 @@ Turn-taking:
   interrupting turn has been recognised, words confirm the interruption (the reply is cancelled,
   memory keeps what was heard, ``conversation.item.truncated`` is sent); no words resume the reply
   where it stopped.
+
+Turn detection (a client may change it, as OpenAI Realtime's ``session.update`` does): ``semantic_vad``
+is the adaptive end of turn above, ``server_vad`` a fixed silence, ``none`` push-to-talk: the client
+commits the audio it sent and asks for the response.
 """
 
 from __future__ import annotations
@@ -23,8 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from aiortc import RTCDataChannel, RTCPeerConnection
-from aiortc.mediastreams import MediaStreamTrack
 
 from agent import metrics
 from agent.audio.resample import Resampler, to_float
@@ -41,12 +43,22 @@ from agent.conversation.memory import ConversationMemory, Exchange
 from agent.languages import LANGUAGE_NAMES, answer_language, system_prompt
 from agent.models.base import ChatMessage
 from agent.models.runtime import ModelRuntime
-from agent.transport.channel import EventChannel
-from agent.transport.inbound import InboundAudio, PeerVanished
-from agent.transport.outbound import OutboundAudioTrack, QueuedAudio
+from agent.transport.base import Transport
+from agent.transport.inbound import InboundAudio
+from agent.transport.outbound import OutboundAudio, QueuedAudio
 
 log = logging.getLogger(__name__)
 turn_log = logging.getLogger("agent.turns")
+
+TURN_DETECTION_MODES = ("semantic_vad", "server_vad", "none")
+
+
+class InputError(ValueError):
+    """A client asked for something the session's state does not allow; ``code`` as OpenAI Realtime names it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -91,6 +103,9 @@ class _Reply:
     parts: list[str] = field(default_factory=list)  # the reply's text as generated, heard or not
     first_audio_at: float | None = None
     task: asyncio.Task | None = None
+    typed: bool = False  # the user's turn is a typed message, not speech
+    heard_cap_samples: int | None = None  # the client said how much it played (conversation.item.truncate)
+    final_sent: list[int] | None = None  # samples of each phrase sent, kept when the reply finishes
 
     @property
     def speaking(self) -> bool:
@@ -119,7 +134,7 @@ class Session:
         session_id: str,
         config: Config,
         runtime: ModelRuntime,
-        pc: RTCPeerConnection,
+        transport: Transport,
         on_closed: Callable[[Session], None] = lambda session: None,
         record: LiveCallRecord | None = None,
     ) -> None:
@@ -127,12 +142,13 @@ class Session:
         self.config = config
         self.language = answer_language(config)  # the language answered in
         self._listen_language = config.language  # the language recognised: a code, or "auto"
-        self.pc = pc
+        self.transport = transport
+        self.events = transport  # the session's events leave through its transport
         self.runtime = runtime
+        self._instructions: str | None = None  # a client's own system prompt, replacing llm.system_prompt
         self.memory = ConversationMemory(system_prompt(config, self.language), config.memory.max_turns)
-        self.events = EventChannel(self._on_client_event)
-        self.outbound = OutboundAudioTrack(
-            config.audio.outbound_sample_rate, config.audio.outbound_frame_ms, config.audio.audible_threshold
+        self.outbound = OutboundAudio(
+            transport.output_sample_rate, config.audio.outbound_frame_ms, config.audio.audible_threshold
         )
         self.outbound.on_tag_started = self._on_audio_started
         self.outbound.on_stopped = self._on_audio_stopped
@@ -140,6 +156,16 @@ class Session:
         if record is not None:
             self.outbound.on_frame = record.agent_audio
         self.detector = TurnDetector(config.vad)
+        self.turn_detection = "semantic_vad" if config.vad.adaptive_end_of_turn else "server_vad"
+        self.respond_at_turn_end = True  # a turn that ends by VAD is answered without being asked
+        self.interrupt_response = config.barge_in.enabled  # speech over a reply interrupts it
+        self.end_of_turn_silence_ms = config.vad.end_of_turn_silence_ms
+        self._manual_audio: list[np.ndarray] = []  # push-to-talk: audio since the last commit or clear
+        self._manual_start_ms = 0
+        self._stream_ms = 0  # microphone audio received so far
+        self._pending: _Reply | None = None  # a committed turn or typed message waiting for response.create
+        self._turn_item_id: str | None = None  # the user item of the turn in progress
+        self._recent: dict[str, _Reply] = {}  # finished replies a client may still truncate
         self.inbound = InboundAudio(
             self.detector.frame_samples,
             config.audio.inbound_queue_frames,
@@ -158,18 +184,17 @@ class Session:
 
     # --- wiring -----------------------------------------------------------------------------------
 
-    def attach_microphone(self, track: MediaStreamTrack) -> None:
-        self._spawn(self._pump_microphone(track), "microphone")
-        self._spawn(self._run_turns(), "turns")
-
-    def attach_channel(self, channel: RTCDataChannel) -> None:
-        self.events.attach(channel)
-
     def start(self) -> None:
+        self.spawn(self._run_turns(), "turns")
         self.events.send("session.created", session={"id": self.id, "language": self.language})
         self._set_state("listening")
 
-    def _spawn(self, coro, name: str) -> asyncio.Task:
+    def hear(self, samples: np.ndarray, now: float) -> None:
+        """Microphone audio from the transport: int16 mono at 16 kHz, any length."""
+        self.inbound.push(samples, now)
+
+    def spawn(self, coro, name: str) -> asyncio.Task:
+        """Run ``coro`` as one of the session's tasks: cancelled when the session closes."""
         task = asyncio.create_task(coro, name=f"{self.id}:{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -186,31 +211,36 @@ class Session:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self.outbound.stop()
         if self.record is not None:
             self.record.close(reason)
-        await self.pc.close()
-        self._on_closed(self)
+        try:
+            await self.transport.close()
+        finally:
+            self._on_closed(self)
 
     # --- listening --------------------------------------------------------------------------------
-
-    async def _pump_microphone(self, track: MediaStreamTrack) -> None:
-        try:
-            await self.inbound.pump(track)
-        except PeerVanished as exc:
-            self._spawn(self.close(str(exc)), "close")
 
     async def _run_turns(self) -> None:
         while True:
             frame = await self.inbound.queue.get()
             if self.record is not None:
                 self.record.user_audio(frame.samples)
+            self._stream_ms += self.config.vad.frame_ms
+            if self.turn_detection == "none":
+                if not self._manual_audio:
+                    self._manual_start_ms = self._stream_ms - self.config.vad.frame_ms
+                self._manual_audio.append(frame.samples)
+                if len(self._manual_audio) * self.config.vad.frame_ms > self.config.vad.max_turn_seconds * 1000:
+                    self._manual_audio.pop(0)  # a buffer never committed keeps only the last vad.max_turn_seconds
+                    self._manual_start_ms += self.config.vad.frame_ms
+                continue
             for event in self.detector.process(frame.samples, frame.arrived_at):
                 if isinstance(event, SpeechStarted):
+                    self._turn_item_id = f"item_{self.id}_{next(self._ids)}"
                     self.events.send(
                         "input_audio_buffer.speech_started",
                         audio_start_ms=event.audio_start_ms,
-                        item_id=f"item_{self.id}_{next(self._ids)}",
+                        item_id=self._turn_item_id,
                     )
                     self._on_speech_started(event)
                 elif isinstance(event, PauseDetected):
@@ -222,13 +252,15 @@ class Session:
                     self._on_turn_ended(event)
             self._check_barge_in()
 
-    def _begin_reply(self, turn: PauseDetected | TurnEnded) -> _Reply:
+    def _begin_reply(self, turn: PauseDetected | TurnEnded, text: str | None = None) -> _Reply:
         n = next(self._ids)
+        item_id = self._turn_item_id or f"item_{self.id}_{n}"
         reply = _Reply(
-            f"resp_{self.id}_{n}", f"item_{self.id}_{n}", turn.audio, turn.audio_start_ms, turn.audio_end_ms,
-            turn.speech_ended_at,
+            f"resp_{self.id}_{n}", item_id, turn.audio, turn.audio_start_ms, turn.audio_end_ms, turn.speech_ended_at
         )
-        reply.task = self._spawn(self._respond(reply), "reply")
+        if text is not None:
+            reply.typed, reply.transcript = True, text
+        reply.task = self.spawn(self._respond(reply), "reply")
         return reply
 
     def _discard_speculative(self) -> None:
@@ -237,7 +269,7 @@ class Session:
             metrics.SPECULATIVE_REPLIES.labels(outcome="miss").inc()
             reply.task.cancel()
 
-    def _on_turn_ended(self, turn: TurnEnded) -> None:
+    def _on_turn_ended(self, turn: TurnEnded, by_vad: bool = True) -> None:
         self._barge_in_onset = None
         reply = self._speculative
         if reply is not None and reply.audio_end_ms == turn.audio_end_ms:
@@ -246,11 +278,29 @@ class Session:
         else:
             self._discard_speculative()
             reply = self._begin_reply(turn)
+        self._turn_item_id = None
+        reply.latency.endpointing_s = turn.decided_at - turn.speech_ended_at
+        if by_vad:
+            self.events.send(
+                "input_audio_buffer.speech_stopped", audio_end_ms=turn.audio_end_ms, item_id=reply.item_id
+            )
+        self.events.send("input_audio_buffer.committed", item_id=reply.item_id)
+        if by_vad and self.respond_at_turn_end:
+            self._release(reply)
+        else:
+            self._hold_pending(reply)
+
+    def _hold_pending(self, reply: _Reply) -> None:
+        """Keep a committed turn (or typed message) unanswered until the client sends response.create."""
+        if self._pending is not None:
+            self._pending.task.cancel()
+        self._pending = reply
+
+    def _release(self, reply: _Reply) -> None:
+        """Answer ``reply``'s turn: it becomes the current reply and its held events go out."""
         # A reply still running now was spoken over without a barge-in at the onset (echo guard, short
         # speech): hold it too; this turn's words decide.
         self._barge_in(onset_at=None)
-        reply.latency.endpointing_s = turn.decided_at - turn.speech_ended_at
-        self.events.send("input_audio_buffer.speech_stopped", audio_end_ms=turn.audio_end_ms, item_id=reply.item_id)
         self._current = reply
         self._set_state("thinking")
         reply.released.set()
@@ -263,7 +313,7 @@ class Session:
 
     def _on_speech_started(self, event: SpeechStarted) -> None:
         reply = self._current
-        if not self.config.barge_in.enabled or reply is None or reply.task.done():
+        if not self.interrupt_response or reply is None or reply.task.done():
             return
         guard = self.config.barge_in.echo_guard_ms / 1000
         if reply.speaking and event.at - reply.first_audio_at < guard:
@@ -343,6 +393,7 @@ class Session:
 
     def _resume(self, interruption: _Interruption) -> None:
         reply = interruption.reply
+        reply.heard_cap_samples = None  # whatever the client said it had played, it plays the rest now
         metrics.FALSE_INTERRUPTIONS.inc()
         self.outbound.restore(interruption.taken)
         self._current = reply
@@ -356,6 +407,107 @@ class Session:
         if self._interrupted is not None:
             self._confirm(self._interrupted)
 
+    # --- what a client may ask (OpenAI Realtime's client events) ----------------------------------
+
+    def commit_input(self) -> None:
+        """End the user's turn now with the audio received so far (input_audio_buffer.commit)."""
+        now = time.monotonic()
+        if self.turn_detection == "none":
+            if not self._manual_audio:
+                raise InputError("input_audio_buffer_commit_empty", "the input audio buffer is empty")
+            audio, self._manual_audio = np.concatenate(self._manual_audio), []
+            turn = TurnEnded(audio, self._manual_start_ms, self._stream_ms, now, now)
+        else:
+            turn = self.detector.end_turn_now(now)
+            if turn is None:
+                raise InputError("input_audio_buffer_commit_empty", "no speech in the input audio buffer to commit")
+        self._on_turn_ended(turn, by_vad=False)
+
+    def clear_input(self) -> None:
+        """Drop the audio not yet committed (input_audio_buffer.clear)."""
+        self._manual_audio = []
+        self._discard_speculative()
+        self.detector.drop_turn()
+        self._turn_item_id = None
+        self._barge_in_onset = None
+        self.events.send("input_audio_buffer.cleared")
+
+    def add_user_text(self, text: str) -> str:
+        """A typed user message (conversation.item.create); answered at the next create_response. Its item id."""
+        now = time.monotonic()
+        turn = TurnEnded(np.zeros(0, dtype=np.int16), self._stream_ms, self._stream_ms, now, now)
+        pending = self._pending
+        if pending is not None and pending.typed:
+            text = f"{pending.transcript} {text}"
+        self._hold_pending(self._begin_reply(turn, text=text))
+        return self._pending.item_id
+
+    def create_response(self) -> None:
+        """Answer the committed turn or typed message now (response.create)."""
+        reply, self._pending = self._pending, None
+        if reply is None:
+            raise InputError(
+                "response_create_nothing_new", "no user input since the last response: commit audio or add a message"
+            )
+        self._release(reply)
+
+    def cancel_response(self) -> None:
+        """Stop the current reply as an interruption would (response.cancel)."""
+        reply = self._current
+        if reply is None or reply.task.done():
+            raise InputError("response_cancel_not_active", "there is no response in progress to cancel")
+        self.interrupt()
+
+    def truncate(self, response_id: str, audio_end_ms: int) -> None:
+        """The client played only ``audio_end_ms`` of a reply (conversation.item.truncate): memory keeps that much."""
+        reply = self._recent.get(response_id)
+        running = self._current if self._current is not None and self._current.id == response_id else None
+        if self._interrupted is not None and self._interrupted.reply.id == response_id:
+            running = self._interrupted.reply
+        reply = running or reply
+        if reply is None:
+            raise InputError("item_truncate_invalid_item_id", f"no reply {response_id!r} to truncate")
+        reply.heard_cap_samples = max(0, audio_end_ms) * self.outbound.sample_rate // 1000
+        if running is not None:
+            if self.detector.in_turn:
+                self._barge_in(onset_at=None)  # the user is speaking: the turn's words decide, as for a barge-in
+            else:
+                self.interrupt()  # _finish_reply sends conversation.item.truncated with the client's figure
+            return
+        heard = self._heard(reply)
+        if self.memory.revise(reply.user, heard):
+            log.info("session %s: reply %s truncated by the client at %d ms", self.id, reply.id, audio_end_ms)
+        self.events.send(
+            "conversation.item.truncated", item_id=reply.item_id, response_id=reply.id, content_index=0,
+            audio_end_ms=audio_end_ms, text=heard,
+        )
+
+    @property
+    def listen_language(self) -> str:
+        """The language recognised: a code, or auto."""
+        return self._listen_language
+
+    def set_turn_detection(
+        self, mode: str, silence_ms: int | None = None, create_response: bool = True, interrupt_response: bool = True
+    ) -> None:
+        if mode not in TURN_DETECTION_MODES:
+            raise InputError("invalid_value", f"turn detection must be one of {', '.join(TURN_DETECTION_MODES)}")
+        if mode != self.turn_detection:
+            self._discard_speculative()
+            self.detector.drop_turn()
+            self._manual_audio = []
+            self._turn_item_id = None
+        self.turn_detection = mode
+        self.respond_at_turn_end = create_response
+        self.interrupt_response = interrupt_response and self.config.barge_in.enabled
+        self.end_of_turn_silence_ms = silence_ms or self.config.vad.end_of_turn_silence_ms
+        self.detector.set_default_end_of_turn_silence(self.end_of_turn_silence_ms)
+
+    def set_instructions(self, instructions: str | None) -> None:
+        """A client's system prompt (``{language}`` is replaced as in llm.system_prompt); None: the configured one."""
+        self._instructions = instructions
+        self.memory.system_prompt = system_prompt(self.config, self.language, instructions)
+
     def _emit(self, reply: _Reply, event_type: str, **fields) -> None:
         """Send an event of ``reply``'s, or hold it while the reply is still speculative."""
         if reply.released.is_set():
@@ -366,6 +518,11 @@ class Session:
     # --- replying ---------------------------------------------------------------------------------
 
     async def _respond(self, reply: _Reply) -> None:
+        if reply.typed:
+            reply.user = ChatMessage("user", reply.transcript)
+            self._settle(reply)
+            await self._reply_to(reply)
+            return
         audio = to_float(reply.audio)
         reply.user = ChatMessage("user", "", audio=audio)
         transcribing = asyncio.create_task(self._transcribe(reply))
@@ -405,6 +562,7 @@ class Session:
             content_index=0,
             transcript=transcript.text,
             language=transcript.language,
+            confidence=None if transcript.confidence is None else round(transcript.confidence, 3),
         )
         if transcript.text.strip():
             detected = transcript.language
@@ -513,7 +671,7 @@ class Session:
 
     def _adapt_end_of_turn(self, reply: _Reply) -> None:
         """A speculative transcript sets the silence that will end its turn; it may end the turn right now."""
-        if reply is not self._speculative or reply.released.is_set():
+        if reply is not self._speculative or reply.released.is_set() or self.turn_detection != "semantic_vad":
             return
         silence_ms = end_of_turn_silence_ms(reply.transcript, self.language, self.config.vad)
         log.debug(
@@ -527,7 +685,18 @@ class Session:
             self._on_turn_ended(ended)
 
     def _sent_samples(self, reply: _Reply) -> list[int]:
-        return [self.outbound.sent_by_tag.get((reply.id, i), 0) for i in range(len(reply.phrases))]
+        """Samples of each phrase the user heard: as sent, or as much as the client said it played."""
+        sent = [self.outbound.sent_by_tag.get((reply.id, i), 0) for i in range(len(reply.phrases))]
+        if reply.final_sent is not None:
+            sent = list(reply.final_sent)
+        cap = reply.heard_cap_samples
+        if cap is None:
+            return sent
+        heard = []
+        for n in sent:
+            heard.append(min(n, cap))
+            cap -= heard[-1]
+        return heard
 
     def _heard(self, reply: _Reply) -> str:
         return heard_text(reply.phrases, self._sent_samples(reply))
@@ -563,8 +732,12 @@ class Session:
         self.events.send("agent.turn.latency", response_id=reply.id, **latency.as_dict())
         self._log_turn(reply, status, text, latency)
         self._record_exchange(reply, status, text)
+        reply.final_sent = [self.outbound.sent_by_tag.pop((reply.id, i), 0) for i in range(len(reply.phrases))]
         for key in [k for k in self.outbound.sent_by_tag if k[0] == reply.id]:
             del self.outbound.sent_by_tag[key]
+        self._recent[reply.id] = reply
+        while len(self._recent) > self.config.memory.max_turns:
+            del self._recent[next(iter(self._recent))]
         if self._current is reply:
             self._current = None
         if status != "cancelled":
@@ -619,7 +792,8 @@ class Session:
         self.state = state
         self.events.send("agent.state", state=state)
 
-    def _on_client_event(self, event: dict) -> None:
+    def handle_client_event(self, event: dict) -> None:
+        """An event from our own page's data channel."""
         log.debug("session %s: client event %s", self.id, event.get("type"))
         if event.get("type") == "agent.client.stats":
             metrics.observe_client_report(event)
@@ -627,19 +801,23 @@ class Session:
             self._update_session(event.get("session"))
 
     def _update_session(self, update: object) -> None:
-        """OpenAI Realtime's session.update; the page's language selector sends ``{"language": code}``."""
-        language = update.get("language") if isinstance(update, dict) else None
+        """The page's language selector sends session.update with ``{"language": code}``."""
+        try:
+            self.set_language(update.get("language") if isinstance(update, dict) else None)
+        except InputError as exc:
+            self.events.send("error", error={"type": "invalid_request_error", "code": exc.code, "message": str(exc)})
+
+    def set_language(self, language: object) -> None:
+        """Answer and recognise ``language`` from the next turn on; ``auto`` recognises any and answers in kind."""
         if language != AUTO_LANGUAGE and language not in LANGUAGE_NAMES:
             allowed = ", ".join(sorted(LANGUAGE_NAMES))
-            message = f"session.update needs session.language: one of {allowed}, or auto; got {language!r}"
-            self.events.send("error", error={"type": "invalid_request_error", "message": message})
-            return
+            raise InputError("invalid_value", f"session.language must be one of {allowed}, or auto; got {language!r}")
         self._set_language(answer_language(self.config) if language == AUTO_LANGUAGE else language, listen=language)
 
     def _set_language(self, language: str, listen: str) -> None:
         """Answer in ``language`` from the next turn on, recognising ``listen`` (a code, or auto)."""
         self.language, self._listen_language = language, listen
-        self.memory.system_prompt = system_prompt(self.config, language)
+        self.memory.system_prompt = system_prompt(self.config, language, self._instructions)
         log.info("session %s: language %s (recognising %s)", self.id, language, listen)
         self.events.send("session.updated", session={"id": self.id, "language": language, "input_language": listen})
 

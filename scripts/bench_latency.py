@@ -1,17 +1,23 @@
-"""Latency benchmark: ask a running agent spoken questions over WebRTC and time the answers.
+"""Latency benchmark: ask a running agent spoken questions over WebRTC or its Realtime WebSocket and time the answers.
 
 Questions are synthesised with espeak-ng, played as the microphone in real time over one session,
 and each turn waits for ``response.done`` and for the spoken reply to end. The client's own
-voice-to-voice time (first audible reply frame received minus the instant our speech ended) is
+voice-to-voice time (first audible reply audio received minus the instant our speech ended) is
 reported beside the server's stage latencies from ``agent.turn.latency``, as median and p95.
 
+``--transport websocket`` asks over ``/v1/realtime`` through the official ``openai`` SDK's realtime
+client instead; ``--transport both`` opens one session of each on the same server and asks every
+question over both, the order swapped every question, and reports the medians side by side.
+
     python scripts/bench_latency.py --url http://127.0.0.1:8000 --turns 10 --json out/bench.json
+    python scripts/bench_latency.py --transport both --turns 12
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
@@ -23,7 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from agent.audio.resample import resample_once
 from agent.client.peer import SAMPLE_RATE, TalkClient, wait_until_ready
+from agent.client.realtime import RATE as REALTIME_RATE
+from agent.client.realtime import RealtimeConversation
 from agent.client.talk import DEFAULT_URL, LATENCY_FIELDS, read_audio, run_turn
 
 DEFAULT_PHRASES = (
@@ -57,6 +66,45 @@ def synthesise(phrases: list[str], folder: Path, voice: str) -> list[np.ndarray]
     return clips
 
 
+async def ask_webrtc(client: TalkClient, clip: np.ndarray, timeout: float) -> dict[str, Any]:
+    turn = await run_turn(client, clip, SAMPLE_RATE, timeout)
+    return {
+        "transcript": turn.transcript,
+        "reply_text": turn.reply_text,
+        "status": turn.status,
+        "error": turn.error,
+        "client_voice_to_voice_s": turn.voice_to_voice_s,
+        **{f"server_{key}": turn.server_latency.get(key) for key in LATENCY_FIELDS},
+    }
+
+
+async def ask_websocket(talk: RealtimeConversation, clip: np.ndarray, timeout: float) -> dict[str, Any]:
+    seen = len(talk.user_transcripts)
+    try:
+        reply = await talk.ask(resample_once(clip, SAMPLE_RATE, REALTIME_RATE), timeout)
+    except TimeoutError as exc:
+        return {
+            "transcript": None,
+            "reply_text": "",
+            "status": None,
+            "error": str(exc),
+            "client_voice_to_voice_s": None,
+            **{f"server_{key}": None for key in LATENCY_FIELDS},
+        }
+    heard = list(talk.user_transcripts.values())[seen:]
+    v2v = None
+    if reply.first_audible_at is not None and talk.speech_ended_at is not None:
+        v2v = reply.first_audible_at - talk.speech_ended_at
+    return {
+        "transcript": " ".join(heard),
+        "reply_text": reply.transcript,
+        "status": reply.status,
+        "error": talk.errors[-1]["message"] if talk.errors else None,
+        "client_voice_to_voice_s": v2v,
+        **{f"server_{key}": reply.latency.get(key) for key in LATENCY_FIELDS},
+    }
+
+
 async def bench(
     url: str,
     phrases: list[str],
@@ -64,26 +112,41 @@ async def bench(
     turns: int,
     timeout: float,
     rows: list[dict[str, Any]],
+    transports: tuple[str, ...] = ("webrtc",),
+    fresh_sessions: bool = False,
 ) -> None:
-    """Ask ``turns`` questions over one session, appending one row per turn to ``rows`` as it ends."""
-    async with TalkClient() as client:
-        await client.connect(url)
-        await asyncio.sleep(1.0)  # let the connection settle on silence
+    """Ask ``turns`` questions over one session per transport, appending one row per answer to ``rows``.
+
+    With two transports every question is asked over both, whichever went first the last time going second.
+    With ``fresh_sessions`` every question gets new sessions: both transports answer it with the same empty
+    memory, so their replies (and the chat model's time) match and only the transports differ.
+    """
+
+    async def connect(stack: contextlib.AsyncExitStack) -> dict:
+        askers = {}
+        if "webrtc" in transports:
+            client = await stack.enter_async_context(TalkClient())
+            await client.connect(url)
+            askers["webrtc"] = lambda clip: ask_webrtc(client, clip, timeout)
+        if "websocket" in transports:
+            talk = await stack.enter_async_context(RealtimeConversation(url, agent_events=True))
+            askers["websocket"] = lambda clip: ask_websocket(talk, clip, timeout)
+        await asyncio.sleep(1.0)  # let the connections settle on silence
+        return askers
+
+    async with contextlib.AsyncExitStack() as conversation:
+        askers = None if fresh_sessions else await connect(conversation)
         for n in range(turns):
-            turn = await run_turn(client, clips[n % len(clips)], SAMPLE_RATE, timeout)
-            row = {
-                "turn": n + 1,
-                "phrase": phrases[n % len(phrases)],
-                "transcript": turn.transcript,
-                "reply_text": turn.reply_text,
-                "status": turn.status,
-                "error": turn.error,
-                "client_voice_to_voice_s": turn.voice_to_voice_s,
-                **{f"server_{key}": turn.server_latency.get(key) for key in LATENCY_FIELDS},
-            }
-            rows.append(row)
-            print_turn(row, turns)
-            await asyncio.sleep(PAUSE_BETWEEN_TURNS_S)
+            order = list(transports) if n % 2 == 0 else list(reversed(transports))
+            async with contextlib.AsyncExitStack() as question:
+                if fresh_sessions:
+                    askers = await connect(question)
+                for transport in order:
+                    row = {"turn": n + 1, "transport": transport, "phrase": phrases[n % len(phrases)]}
+                    row |= await askers[transport](clips[n % len(clips)])
+                    rows.append(row)
+                    print_turn(row, turns)
+                    await asyncio.sleep(PAUSE_BETWEEN_TURNS_S)
 
 
 def print_turn(row: dict[str, Any], turns: int) -> None:
@@ -93,7 +156,8 @@ def print_turn(row: dict[str, Any], turns: int) -> None:
     if server is not None:
         timing += f" (server {server:.3f} s)"
     outcome = row["error"] or f"{row['status']}: {row['reply_text']!r}"
-    print(f"turn {row['turn']:>3}/{turns}  {timing}  heard {row['transcript']!r} -> {outcome}", flush=True)
+    where = row["transport"]
+    print(f"turn {row['turn']:>3}/{turns} {where:<9} {timing}  heard {row['transcript']!r} -> {outcome}", flush=True)
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | int | None]]:
@@ -125,6 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--voice", default="en-us", help="espeak-ng voice for the questions (default en-us)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each reply")
     parser.add_argument("--ready-timeout", type=float, default=10.0, help="seconds to wait for GET /ready")
+    parser.add_argument(
+        "--transport",
+        choices=("webrtc", "websocket", "both"),
+        default="webrtc",
+        help="WebRTC (our page's way), /v1/realtime through the openai SDK, or both in turn (default webrtc)",
+    )
+    parser.add_argument(
+        "--fresh-sessions",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="new sessions for every question (default: on with --transport both, off otherwise)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.turns < 1:
@@ -145,15 +221,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     rows: list[dict[str, Any]] = []
+    transports = ("webrtc", "websocket") if args.transport == "both" else (args.transport,)
     try:
-        asyncio.run(bench(args.url, phrases, clips, args.turns, args.timeout, rows))
+        fresh = args.transport == "both" if args.fresh_sessions is None else args.fresh_sessions
+        asyncio.run(bench(args.url, phrases, clips, args.turns, args.timeout, rows, transports, fresh))
     except (ConnectionError, TimeoutError) as exc:
         print(f"error: the session broke off after {len(rows)} turns: {exc}", file=sys.stderr)
         if not rows:
             return 1
 
-    summary = summarise(rows)
-    print_summary(summary)
+    summary = {t: summarise([row for row in rows if row["transport"] == t]) for t in transports}
+    for transport, stats in summary.items():
+        print(f"\n{transport}")
+        print_summary(stats)
+    if len(transports) == 2:
+        medians = [summary[t]["client_voice_to_voice_s"]["median_s"] for t in transports]
+        if None not in medians:
+            print(
+                f"\nvoice-to-voice median, websocket - webrtc: {1000 * (medians[1] - medians[0]):+.0f} ms "
+                f"(ratio {medians[1] / medians[0]:.2f})"
+            )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"url": args.url, "turns": rows, "summary": summary}, indent=2))

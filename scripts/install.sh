@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the voice agent into .venv from a fresh clone, offline-capable models included.
 #   scripts/install.sh          the server and the embedded default models
-#   scripts/install.sh --test   also what the tests need: pytest, espeak-ng, sox, Chromium (apt-get, as root),
-#                               and the Chatterbox code (its tests build random-weight models)
+#   scripts/install.sh --test   also what the tests need: pytest, espeak-ng, sox, Chromium, Node (apt-get, as root),
+#                               the Chatterbox code (its tests build random-weight models) and the npm packages
+#                               of the JavaScript client tests (tests/js, from its lock file)
 #   scripts/install.sh --chatterbox   also the Chatterbox text-to-speech code (tts.backend: chatterbox)
 # TORCH_SPEC picks the torch build (default: the CPU wheel torch==2.13.0; a GPU pod keeps its own CUDA torch).
 set -euo pipefail
@@ -22,6 +23,8 @@ if [[ $with_tests == 1 ]]; then
     packages=(espeak-ng sox chromium chromium-driver prometheus coturn shellcheck postgresql)
     missing=()
     for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    # Node.js and npm run the JavaScript client tests; a machine that has them (NodeSource's, say) keeps its own.
+    command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
     if (( ${#missing[@]} )); then
         sudo=""; [[ $(id -u) != 0 ]] && sudo="sudo"
         $sudo apt-get update -qq
@@ -50,5 +53,8 @@ if [[ $with_chatterbox == 1 ]]; then
         rm -f .venv/lib/python3*/site-packages/torchaudio/lib/*.so
         .venv/bin/python -c "import torchaudio.compliance.kaldi, torchaudio.transforms"
     fi
+fi
+if [[ $with_tests == 1 ]]; then
+    (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
 echo "installed: .venv/bin/voice-agent"

@@ -132,7 +132,7 @@ async def test_a_udp_port_range_holds_every_server_host_candidate_and_the_media(
             await client.connect(url)
             (session,) = state.sessions.values()
             answer_ports = [
-                int(line.split()[5]) for line in session.pc.localDescription.sdp.splitlines()
+                int(line.split()[5]) for line in session.transport.pc.localDescription.sdp.splitlines()
                 if line.startswith("a=candidate:")
             ]  # fmt: skip
             result = await run_turn(client, question, 16_000, timeout=20)
@@ -167,7 +167,7 @@ async def test_the_page_gets_shared_and_page_only_ice_servers_and_the_server_use
         async with TalkClient() as client:
             await client.connect(url)
             (session,) = state.sessions.values()
-            (connection,) = ice_connections(session.pc)
+            (connection,) = ice_connections(session.transport.pc)
     assert connection.stun_server == ("127.0.0.1", turn_port)
     assert connection.turn_server is None  # the page's TURN address is not the server's business
 

@@ -68,6 +68,7 @@ async def test_health_is_alive_and_ready_is_503_until_models_are_loaded(config):
             400,
             "cannot use this SDP offer",
         ),
+        ("[" * 30_000 + "]" * 30_000, 400, "nested too deeply"),
     ],
 )
 async def test_bad_offers_get_400_with_a_message_and_leave_no_session(config, body, status, message):
@@ -85,6 +86,35 @@ async def test_an_offer_over_the_size_limit_gets_413(config):
         assert status == 413 and "max_offer_bytes" in body["error"]
 
 
+async def test_a_chunked_offer_is_read_whole_and_a_big_one_gets_413(config):
+    async def pieces(body: bytes, size: int):
+        for start in range(0, len(body), size):
+            yield body[start : start + size]
+            await asyncio.sleep(0.01)
+
+    no_audio = json.dumps({"sdp": "\r\n".join(AUDIO_ONLY_OFFER_LINES), "type": "offer"}).encode()
+    async with running_server(config, scripted_runtime()) as (url, state), aiohttp.ClientSession() as http:
+        async with http.post(url + "/offer", data=pieces(no_audio, 7)) as response:
+            assert response.status == 400 and "no audio section" in (await response.json())["error"]
+        async with http.post(url + "/offer", data=pieces(b"x" * 1_000_000, 65_536)) as response:
+            assert response.status == 413 and "max_offer_bytes" in (await response.json())["error"]
+
+
+async def test_the_page_is_served_with_a_content_security_policy_and_no_inline_script(config):
+    async with running_server(config, scripted_runtime()) as (url, state), aiohttp.ClientSession() as http:
+        for path in ("/", "/api/docs"):
+            async with http.get(url + path) as response:
+                policy = response.headers["Content-Security-Policy"]
+                page = await response.text()
+            assert "script-src 'self';" in policy and "frame-ancestors 'none'" in policy
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            scripts = page.split("<script")[1:]
+            assert scripts and all(
+                " src=" in tag.split(">")[0] and tag.split(">", 1)[1].startswith("</script") for tag in scripts
+            )
+            assert " on" + "click=" not in page
+
+
 async def test_more_sessions_than_the_limit_get_503_and_the_first_keeps_working(config, question):
     config.server.max_sessions = 1
     async with running_server(config, scripted_runtime()) as (url, state):
@@ -97,9 +127,7 @@ async def test_more_sessions_than_the_limit_get_503_and_the_first_keeps_working(
             assert result.status == "completed"
 
 
-async def test_a_spoken_turn_streams_events_and_audible_audio_and_the_next_turn_gets_context(
-    config, question
-):
+async def test_a_spoken_turn_streams_events_and_audible_audio_and_the_next_turn_gets_context(config, question):
     runtime = scripted_runtime()
     async with running_server(config, runtime) as (url, state):
         async with TalkClient() as client:
@@ -141,14 +169,10 @@ async def test_metrics_parse_and_count_turns_and_voice_to_voice(config, question
                 text = await response.text()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     turns = {
-        s.labels.get("status"): s.value
-        for s in families["voice_agent_turns"].samples
-        if s.name.endswith("_total")
+        s.labels.get("status"): s.value for s in families["voice_agent_turns"].samples if s.name.endswith("_total")
     }
     assert turns.get("completed", 0) >= 1
-    counts = [
-        s.value for s in families["voice_agent_voice_to_voice_seconds"].samples if s.name.endswith("_count")
-    ]
+    counts = [s.value for s in families["voice_agent_voice_to_voice_seconds"].samples if s.name.endswith("_count")]
     assert counts and counts[0] >= 1
 
 
@@ -199,3 +223,12 @@ def metric_value(name: str, **labels: str) -> float:
     from prometheus_client import REGISTRY
 
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_static_files_cannot_reach_outside_the_web_folder(config):
+    async with running_server(config, scripted_runtime()) as (url, state), aiohttp.ClientSession() as http:
+        for path in ("/static/../agent/config.py", "/static/%2e%2e/agent/config.py", "/static/..%2fpyproject.toml"):
+            async with http.get(url + path) as response:
+                body = await response.text()
+            assert response.status in (403, 404), (path, response.status)
+            assert "REPO_ROOT" not in body and "[project]" not in body

@@ -112,6 +112,23 @@ class TurnDetector:
         if self._in_turn:
             self._frames_to_end = self._frames(ms)
 
+    def set_default_end_of_turn_silence(self, ms: int) -> None:
+        """Change the silence that ends every turn from now on (a client's ``silence_duration_ms``)."""
+        self._default_frames_to_end = self._frames(ms)
+        if not self._paused:
+            self._frames_to_end = self._default_frames_to_end
+        speculative = math.ceil(self._config.speculative_silence_ms / self._config.frame_ms)
+        self._frames_to_pause = speculative if 0 < speculative < self._default_frames_to_end else 0
+
+    def end_turn_now(self, now: float) -> TurnEnded | None:
+        """End the current turn whatever its silence (a client committed the audio); None outside a turn."""
+        return self._end_turn(now) if self._in_turn else None
+
+    def drop_turn(self) -> None:
+        """Forget the turn in progress and the padding before it (a client cleared the audio)."""
+        self._reset_turn()
+        self._padding.clear()
+
     def end_turn_if_silent_enough(self, now: float) -> TurnEnded | None:
         """End the current turn now if its silence already reaches the (possibly shortened) threshold."""
         if self._in_turn and self._silent_run and self._silent_run >= self._frames_to_end:
@@ -181,13 +198,17 @@ class TurnDetector:
             speech_ended_at=self._last_voiced_at,
             decided_at=now,
         )
+        self._reset_turn()
+        return event
+
+    def _reset_turn(self) -> None:
         self._in_turn = False
         self._paused = False
         self._frames_to_end = self._default_frames_to_end
         self._voiced_run = 0
         self._silent_run = 0
+        self._voiced_in_turn = 0
         self._turn = []
-        return event
 
     def _frames(self, ms: int) -> int:
         return max(1, math.ceil(ms / self._config.frame_ms))

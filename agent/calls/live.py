@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agent import metrics
+from agent.audio.resample import Resampler
 from agent.calls.recording import CallRecording
 from agent.calls.store import RecordStore, StoreUnavailable, TurnIn
 
@@ -52,6 +53,7 @@ class LiveCallRecord:
             self.recording = CallRecording(path, RECORDING_RATE, config.audio_format, config.flush_seconds)
         self._user_at: int | None = None  # recording position of the next user sample
         self._agent_at: int | None = None
+        self._agent_resampler: Resampler | None = None
         self._user_offset_ms = 0  # call start to the first microphone frame: the turn detector's zero
         self._closed = False
         self._writer = asyncio.create_task(self._write_in_order(), name=f"{session_id}:record")
@@ -72,9 +74,13 @@ class LiveCallRecord:
         """One outgoing frame as really sent (silence too), at the track's rate."""
         if self._agent_at is None:
             self._agent_at = self._position(time.monotonic())
-        factor = sample_rate // RECORDING_RATE
-        if factor > 1 and len(samples) % factor == 0:  # 48 kHz -> 16 kHz: the speech band is below 8 kHz
-            samples = samples.reshape(-1, factor).mean(axis=1).astype(np.int16)
+        if sample_rate % RECORDING_RATE == 0 and len(samples) % (sample_rate // RECORDING_RATE) == 0:
+            # 48 kHz -> 16 kHz by averaging: the speech band is below 8 kHz
+            samples = samples.reshape(-1, sample_rate // RECORDING_RATE).mean(axis=1).astype(np.int16)
+        elif sample_rate != RECORDING_RATE:  # 24 kHz over a WebSocket
+            if self._agent_resampler is None:
+                self._agent_resampler = Resampler(RECORDING_RATE)
+            samples = self._agent_resampler.samples(samples, sample_rate)
         if self.recording is not None:
             self.recording.write_agent(samples, self._agent_at)
         self._agent_at += len(samples)

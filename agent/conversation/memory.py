@@ -40,6 +40,14 @@ class ConversationMemory:
         messages.append(user)
         return messages
 
+    def revise(self, user: ChatMessage, agent_text: str) -> bool:
+        """Replace the remembered reply to ``user`` (a client said how much of it was played); False if gone."""
+        for exchange in self._exchanges:
+            if exchange.user is user:
+                exchange.agent = ChatMessage("assistant", agent_text)
+                return True
+        return False
+
     def remember(self, user: ChatMessage, agent_text: str) -> None:
         """Store a finished exchange; ``agent_text`` is what the user actually heard. The oldest falls out."""
         self._exchanges.append(Exchange(user, ChatMessage("assistant", agent_text)))

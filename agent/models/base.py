@@ -21,6 +21,7 @@ SAMPLE_RATE = 16_000
 class Transcript:
     text: str
     language: str
+    confidence: float | None = None  # 0..1, how sure the recognizer is of the text, where it says
 
 
 @dataclass

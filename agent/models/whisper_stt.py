@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -79,7 +80,8 @@ class WhisperSpeechToText:
             language, _, _ = model.detect_language(audio)
         frames = len(audio) * _FRAMES_PER_SECOND // SAMPLE_RATE
         if 0 < self._window_frames < _FULL_WINDOW_FRAMES and frames < self._window_frames:
-            return Transcript(self._transcribe_short(model, audio, language, max_new_tokens), language)
+            text, confidence = self._transcribe_short(model, audio, language, max_new_tokens)
+            return Transcript(text, language, confidence)
         segments, info = model.transcribe(
             audio,
             language=language,
@@ -89,13 +91,15 @@ class WhisperSpeechToText:
             without_timestamps=True,
             max_new_tokens=max_new_tokens,
         )
+        segments = list(segments)
         text = "".join(segment.text for segment in segments).strip()
-        return Transcript(text, info.language)
+        confidence = math.exp(sum(s.avg_logprob for s in segments) / len(segments)) if segments else None
+        return Transcript(text, info.language, confidence)
 
     def _transcribe_short(
         self, model: WhisperModel, audio: np.ndarray, language: str, max_new_tokens: int | None
-    ) -> str:
-        """One greedy/beam decode over a window shorter than Whisper's 30 s.
+    ) -> tuple[str, float]:
+        """One greedy/beam decode over a window shorter than Whisper's 30 s; the text and its confidence.
 
         The encoder's cost grows with its window; CTranslate2 takes a shorter one, so a 3 s turn
         padded to 10 s is encoded about five times faster than padded to 30 s, with the same text.
@@ -118,8 +122,10 @@ class WhisperSpeechToText:
             max_length=max_new_tokens or _MAX_TOKENS_PER_WINDOW,
             suppress_blank=True,
             suppress_tokens=get_suppressed_tokens(tokenizer, (-1,)),
+            return_scores=True,
         )[0]
-        return tokenizer.decode(result.sequences_ids[0]).strip()
+        # The score is the length-normalised log-probability of the tokens: exp() of it is their mean probability.
+        return tokenizer.decode(result.sequences_ids[0]).strip(), math.exp(result.scores[0])
 
 
 def model_folder(config: Config, language: str) -> Path:

@@ -20,7 +20,9 @@ async def report(sessions: Iterable[Session]) -> dict[str, Any]:
 
 
 async def describe(session: Session) -> dict[str, Any]:
-    pc = session.pc
+    pc = getattr(session.transport, "pc", None)
+    if pc is None:  # a WebSocket: no ICE, no candidates
+        return {"id": session.id, "state": session.state, "transport": session.transport.kind}
     pair = selected_pair(pc)
     candidate_pair = None
     if pair is not None:
@@ -33,6 +35,7 @@ async def describe(session: Session) -> dict[str, Any]:
     return {
         "id": session.id,
         "state": session.state,
+        "transport": session.transport.kind,
         "connection_state": pc.connectionState,
         "ice_state": pc.iceConnectionState,
         "candidate_pair": candidate_pair,

@@ -35,6 +35,7 @@ from agent.models.runtime import ModelRuntime
 from agent.server.api import CONFIG_KEY
 from agent.server.errors import ApiError, validation_message
 from agent.server.multipart import MULTIPART_OVERHEAD_BYTES, receive_form, scratch_dir
+from agent.server.state import STATE_KEY
 
 SPEECH_RATE = 24_000  # OpenAI's pcm: 24 kHz, 16-bit, mono, little-endian; the other formats use the same rate
 MAX_INPUT_CHARS = 4096  # OpenAI's limit on one speech request
@@ -98,8 +99,6 @@ async def openai_errors(request: web.Request, handler) -> web.StreamResponse:
 
 
 def _runtime(request: web.Request) -> ModelRuntime:
-    from agent.server.app import STATE_KEY  # app.py imports this module
-
     runtime = request.app[STATE_KEY].runtime
     if runtime is None:
         raise invalid("models are still loading; retry when GET /ready returns 200", status=503)

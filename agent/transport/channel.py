@@ -23,7 +23,7 @@ class EventChannel:
     def __init__(self, on_client_event: Callable[[dict[str, Any]], None] = lambda event: None) -> None:
         self._channel: RTCDataChannel | None = None
         self._held: list[str] = []
-        self._on_client_event = on_client_event
+        self.on_client_event = on_client_event
 
     def attach(self, channel: RTCDataChannel) -> None:
         self._channel = channel
@@ -53,4 +53,4 @@ class EventChannel:
             log.warning("ignoring a data-channel message that is not JSON")
             return
         if isinstance(event, dict):
-            self._on_client_event(event)
+            self.on_client_event(event)

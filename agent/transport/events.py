@@ -1,15 +1,18 @@
-"""JSON events sent to the peer over the data channel.
+"""The session's events: JSON sent to our page over the data channel as they are listed here.
 
 Names and shapes follow the OpenAI Realtime API where it has the same event; events of our own are
-prefixed ``agent.``. Every event has ``type`` and ``event_id``.
+prefixed ``agent.``. Every event has ``type`` and ``event_id``. Over a WebSocket the protocol turns
+them into its own messages (``agent/transport/websocket/realtime.py``, ``simple.py``).
 
 Server -> client:
   session.created                           {session: {id, language}}
   agent.state                               {state: listening|thinking|speaking}
   input_audio_buffer.speech_started         {audio_start_ms, item_id}
   input_audio_buffer.speech_stopped         {audio_end_ms, item_id}
+  input_audio_buffer.committed              {item_id}  (the turn ended, by VAD or a client's commit)
+  input_audio_buffer.cleared                {}
   conversation.item.input_audio_transcription.completed
-                                            {item_id, content_index, transcript, language}
+                                            {item_id, content_index, transcript, language, confidence}
   response.created                          {response: {id, status: "in_progress"}}
   response.audio_transcript.delta           {response_id, item_id, output_index, content_index, delta}
   response.audio_transcript.done            {response_id, item_id, output_index, content_index, transcript}

@@ -1,0 +1,51 @@
+"""What the server holds while it runs: the config, the loaded models and the live sessions.
+
+Models load in a background thread when the app starts, so ``/health`` answers at once and
+``/ready`` turns 200 only when every model is loaded and warmed up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from agent import metrics
+from agent.config import Config
+from agent.models.runtime import ModelRuntime
+from agent.session import Session
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = web.AppKey("state", "ServerState")
+
+
+class ServerState:
+    def __init__(self, config: Config, runtime: ModelRuntime | None = None) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.load_error: str | None = None
+        self.sessions: dict[str, Session] = {}
+        self._loader: asyncio.Task | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.runtime is not None
+
+    async def load_models(self) -> None:
+        if self.runtime is not None:
+            return
+        log.info("loading models (stt=%s, llm=%s, tts=%s)...", *self._backends())
+        try:
+            self.runtime = await asyncio.to_thread(ModelRuntime.load, self.config)
+        except Exception as exc:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            metrics.ERRORS.labels(stage="model_load").inc()
+            log.exception("models failed to load; /ready will report the error")
+            return
+        metrics.models_ready(self.runtime)
+
+    def _backends(self) -> tuple[str, str, str]:
+        c = self.config
+        return c.stt.backend, c.llm.backend, c.tts.backend
