@@ -137,6 +137,15 @@ class VadConfig(_Section):
     # sentence or question ends the turn after complete_turn_silence_ms; words that trail off ("and",
     # "I want to", a comma) wait incomplete_turn_silence_ms; anything else end_of_turn_silence_ms.
     adaptive_end_of_turn: bool = True
+    # A turn stays open this long after it ended while its reply has not been heard: if the user goes on
+    # speaking, the reply is dropped without a trace and the new speech joins the same turn. 0 = off.
+    reopen_window_ms: NonNegativeInt = 2000
+    # What decides that a pause ends the turn (with adaptive_end_of_turn): "rules" reads the speculative
+    # transcript (end_of_turn.py), "smart_turn" asks the Smart Turn v3.2 audio model (prosody), "both"
+    # waits if either says the speaker is not done, "none" uses end_of_turn_silence_ms alone.
+    end_of_turn_model: Literal["rules", "smart_turn", "both", "none"] = "rules"
+    # Smart Turn probability at or above which the turn counts as complete.
+    smart_turn_threshold: float = 0.5
     complete_turn_silence_ms: int = 250
     incomplete_turn_silence_ms: int = 900
     max_turn_seconds: float = 30.0
@@ -152,6 +161,8 @@ class BargeInConfig(_Section):
     echo_guard_ms: int = 300
     # An interruption whose turn holds no words (a cough, a door) resumes the reply where it stopped.
     resume_after_false_interruption: bool = True
+    # A reply played for less than this when the user goes on speaking was not heard: the turn reopens.
+    min_heard_ms: NonNegativeInt = 300
 
 
 class SttConfig(_Section):

@@ -82,6 +82,13 @@ BARGE_IN = Histogram(
     "User speech onset detected while the agent speaks, to the outgoing audio actually stopped",
     buckets=(0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
 )
+TURNS_REOPENED = Counter(
+    "voice_agent_turns_reopened_total",
+    "Turns the user went on speaking after, before their reply was heard: the reply dropped, the speech joined",
+)
+REPLIES_OVER_USER = Counter(
+    "voice_agent_replies_over_user_total", "Replies whose audio started while the user was speaking (should stay 0)"
+)
 INTERRUPTIONS = Counter("voice_agent_interruptions_total", "Replies the user interrupted by speaking over them")
 FALSE_INTERRUPTIONS = Counter(
     "voice_agent_false_interruptions_total",

@@ -19,6 +19,7 @@ commits the audio it sent and asks for the response.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import logging
@@ -106,6 +107,9 @@ class _Reply:
     typed: bool = False  # the user's turn is a typed message, not speech
     heard_cap_samples: int | None = None  # the client said how much it played (conversation.item.truncate)
     final_sent: list[int] | None = None  # samples of each phrase sent, kept when the reply finishes
+    dropped: bool = False  # the user went on speaking before hearing it: gone without a trace
+    enqueued: bool = False  # some of its audio has been queued to play
+    complete_probability: float | None = None  # the audio end-of-turn model's verdict on its turn
 
     @property
     def speaking(self) -> bool:
@@ -115,6 +119,16 @@ class _Reply:
     def transcript_fields(self) -> dict:
         """Where the reply's text sits, as OpenAI Realtime's response.audio_transcript.* events say it."""
         return {"response_id": self.id, "item_id": self.item_id, "output_index": 0, "content_index": 0}
+
+
+@dataclass
+class _OpenTurn:
+    """A turn that ended by VAD and may still be joined by more speech while its reply is not heard."""
+
+    reply: _Reply
+    audio: np.ndarray
+    audio_start_ms: int
+    ended_at: float
 
 
 @dataclass
@@ -166,6 +180,10 @@ class Session:
         self._pending: _Reply | None = None  # a committed turn or typed message waiting for response.create
         self._turn_item_id: str | None = None  # the user item of the turn in progress
         self._recent: dict[str, _Reply] = {}  # finished replies a client may still truncate
+        self._open_turn: _OpenTurn | None = None  # the last turn, joinable while its reply is unheard
+        self._joined: _OpenTurn | None = None  # the reopened turn the speech in progress continues
+        self._user_quiet = asyncio.Event()  # no speech heard or being confirmed: a reply may start
+        self._user_quiet.set()
         self.inbound = InboundAudio(
             self.detector.frame_samples,
             config.audio.inbound_queue_frames,
@@ -236,21 +254,27 @@ class Session:
                 continue
             for event in self.detector.process(frame.samples, frame.arrived_at):
                 if isinstance(event, SpeechStarted):
-                    self._turn_item_id = f"item_{self.id}_{next(self._ids)}"
+                    reopened = self._reopen(event)
+                    self._turn_item_id = reopened or f"item_{self.id}_{next(self._ids)}"
                     self.events.send(
                         "input_audio_buffer.speech_started",
                         audio_start_ms=event.audio_start_ms,
                         item_id=self._turn_item_id,
                     )
-                    self._on_speech_started(event)
+                    if reopened is None:
+                        self._on_speech_started(event)
                 elif isinstance(event, PauseDetected):
                     self._discard_speculative()
-                    self._speculative = self._begin_reply(event)
+                    self._speculative = self._begin_reply(self._join(event))
                 elif isinstance(event, SpeechResumed):
                     self._discard_speculative()
                 elif isinstance(event, TurnEnded):
-                    self._on_turn_ended(event)
+                    self._on_turn_ended(self._join(event))
             self._check_barge_in()
+            if self.detector.hearing_speech:
+                self._user_quiet.clear()
+            else:
+                self._user_quiet.set()
 
     def _begin_reply(self, turn: PauseDetected | TurnEnded, text: str | None = None) -> _Reply:
         n = next(self._ids)
@@ -279,6 +303,7 @@ class Session:
             self._discard_speculative()
             reply = self._begin_reply(turn)
         self._turn_item_id = None
+        self._joined = None
         reply.latency.endpointing_s = turn.decided_at - turn.speech_ended_at
         if by_vad:
             self.events.send(
@@ -287,8 +312,45 @@ class Session:
         self.events.send("input_audio_buffer.committed", item_id=reply.item_id)
         if by_vad and self.respond_at_turn_end:
             self._release(reply)
+            if self.config.vad.reopen_window_ms:
+                self._open_turn = _OpenTurn(reply, turn.audio, turn.audio_start_ms, turn.decided_at)
         else:
             self._hold_pending(reply)
+
+    # --- reopening a turn --------------------------------------------------------------------------
+
+    def _reopen(self, speech: SpeechStarted) -> str | None:
+        """Speech soon after a turn whose reply has not been heard continues that turn: drop the reply.
+
+        Returns the continued turn's item id, or None when this speech is a turn of its own.
+        """
+        turn, self._open_turn = self._open_turn, None
+        if turn is None or speech.at - turn.ended_at > self.config.vad.reopen_window_ms / 1000:
+            return None
+        reply = turn.reply
+        if reply is not self._current or reply.task.done():
+            return None
+        heard_ms = sum(self._sent_samples(reply)) * 1000 // self.outbound.sample_rate
+        if heard_ms >= self.config.barge_in.min_heard_ms:
+            return None
+        reply.dropped = True
+        reply.may_speak.clear()
+        self.outbound.clear()
+        self._current = None
+        reply.task.cancel()
+        self._joined = turn
+        metrics.TURNS_REOPENED.inc()
+        log.info("session %s: the user went on after %d ms of reply %s: the turn reopens", self.id, heard_ms, reply.id)
+        self._set_state("listening")
+        return reply.item_id
+
+    def _join(self, turn: PauseDetected | TurnEnded) -> PauseDetected | TurnEnded:
+        """The speech in progress joined to the turn it reopened: one audio buffer, recognised again whole."""
+        joined = self._joined
+        if joined is None:
+            return turn
+        audio = np.concatenate([joined.audio, turn.audio])
+        return dataclasses.replace(turn, audio=audio, audio_start_ms=joined.audio_start_ms)
 
     def _hold_pending(self, reply: _Reply) -> None:
         """Keep a committed turn (or typed message) unanswered until the client sends response.create."""
@@ -493,6 +555,8 @@ class Session:
         if mode not in TURN_DETECTION_MODES:
             raise InputError("invalid_value", f"turn detection must be one of {', '.join(TURN_DETECTION_MODES)}")
         if mode != self.turn_detection:
+            self._user_quiet.set()
+            self._open_turn = self._joined = None
             self._discard_speculative()
             self.detector.drop_turn()
             self._manual_audio = []
@@ -543,9 +607,19 @@ class Session:
 
     async def _transcribe(self, reply: _Reply) -> None:
         started = time.monotonic()
+        # On a pause the audio end-of-turn model, if there is one, hears the turn while Whisper reads it.
+        judging = None
+        if reply is self._speculative and self.turn_detection == "semantic_vad" and self.runtime.turn is not None:
+            judging = asyncio.create_task(self.runtime.turn_complete_probability(reply.audio))
         try:
             transcript = await self.runtime.transcribe(reply.user.audio, self._listen_language)
+        except asyncio.CancelledError:
+            if judging is not None:
+                judging.cancel()
+            raise
         except Exception:
+            if judging is not None:
+                judging.cancel()
             metrics.ERRORS.labels(stage="asr").inc()
             log.exception("session %s: speech recognition failed", self.id)
             reply.transcript = ""
@@ -570,6 +644,12 @@ class Session:
                 self._set_language(detected, listen=AUTO_LANGUAGE)
             reply.user_emotion = detect_emotion(transcript.text, self.language)
             self._emit(reply, "agent.emotion", speaker="user", item_id=reply.item_id, **_fields(reply.user_emotion))
+        if judging is not None:
+            try:
+                reply.complete_probability = await judging
+            except Exception:
+                metrics.ERRORS.labels(stage="end_of_turn").inc()
+                log.exception("session %s: the end-of-turn model failed; the transcript decides", self.id)
         self._adapt_end_of_turn(reply)
         self._settle(reply)
 
@@ -591,7 +671,9 @@ class Session:
             await reply.released.wait()
             self.events.send("error", error={"type": "reply_error", "message": "the reply could not be generated"})
         finally:
-            if status != "discarded":
+            if reply.dropped:
+                self._finish_dropped(reply)
+            elif status != "discarded":
                 heard = text if status == "completed" and not self._was_cut(reply) else self._heard(reply)
                 if not reply.remembered:
                     reply.remembered = True
@@ -643,17 +725,29 @@ class Session:
                     reply.latency.tts_first_audio_s = time.monotonic() - started
                 samples = resampler.samples(chunk.audio, chunk.sample_rate)
                 spoken.samples += len(samples)
-                await reply.may_speak.wait()  # held while speculative, or while an interruption is pending
+                await self._wait_to_speak(reply)
                 self.outbound.enqueue(samples, tag)
+                reply.enqueued = reply.enqueued or len(samples) > 0
             tail = resampler.flush()
             spoken.samples += len(tail)
-            await reply.may_speak.wait()
+            await self._wait_to_speak(reply)
             self.outbound.enqueue(tail, tag)
+
+    async def _wait_to_speak(self, reply: _Reply) -> None:
+        """Held while speculative or while an interruption is pending; a reply not yet audible also waits
+        while the user is speaking or starting to, so that it never starts over them."""
+        while True:
+            await reply.may_speak.wait()
+            if reply.enqueued or self._user_quiet.is_set():
+                return
+            await self._user_quiet.wait()
 
     def _on_audio_started(self, tag, at: float) -> None:
         reply = self._current
         if reply is not None and tag[0] == reply.id and reply.first_audio_at is None:
             reply.first_audio_at = at
+            if self.detector.in_turn:
+                metrics.REPLIES_OVER_USER.inc()
             self._set_state("speaking")
 
     async def _wait_heard(self, reply: _Reply) -> None:
@@ -673,7 +767,9 @@ class Session:
         """A speculative transcript sets the silence that will end its turn; it may end the turn right now."""
         if reply is not self._speculative or reply.released.is_set() or self.turn_detection != "semantic_vad":
             return
-        silence_ms = end_of_turn_silence_ms(reply.transcript, self.language, self.config.vad)
+        silence_ms = end_of_turn_silence_ms(
+            reply.transcript, self.language, self.config.vad, reply.complete_probability
+        )
         log.debug(
             "session %s: %r after %d ms of silence; the turn ends at %d ms",
             self.id, reply.transcript, self.detector.silence_ms, silence_ms,
@@ -703,6 +799,16 @@ class Session:
 
     def _was_cut(self, reply: _Reply) -> bool:
         return any(sent < phrase.samples for phrase, sent in zip(reply.phrases, self._sent_samples(reply), strict=True))
+
+    def _finish_dropped(self, reply: _Reply) -> None:
+        """A reply the user never heard, its turn reopened: clients learn it is gone; memory and records never
+        knew it."""
+        metrics.TURNS.labels(status="dropped").inc()
+        for key in [k for k in self.outbound.sent_by_tag if k[0] == reply.id]:
+            del self.outbound.sent_by_tag[key]
+        self.events.send("agent.reply.dropped", response_id=reply.id, item_id=reply.item_id)
+        self.events.send("response.audio_transcript.done", **reply.transcript_fields, transcript="")
+        self.events.send("response.done", response={"id": reply.id, "status": "cancelled", "output_text": ""})
 
     def _finish_reply(self, reply: _Reply, status: str, text: str) -> None:
         latency = reply.latency

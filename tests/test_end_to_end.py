@@ -105,3 +105,34 @@ async def test_speaking_over_a_spoken_answer_cuts_it_and_the_next_answer_replies
     answer_context = [(m.role, m.text) for m in runtime.chat.contexts[-1]]
     assert answer_context[-2:] == [("assistant", truncated["text"]), ("user", answer.transcript)]
     assert answer.status == "completed" and answer.reply_text
+
+
+async def test_a_sentence_with_a_pause_inside_gets_one_transcript_and_one_reply_to_all_of_it(runtime):
+    # The first part is a finished sentence: its turn ends 250 ms into the pause, and the user goes on
+    # 300 ms later, before any reply can have been heard on this CPU.
+    spoken = np.concatenate(
+        [
+            silence(0.3),
+            speak("I'm so frustrated.", words_per_minute=140),
+            silence(0.55),
+            speak("Nothing has worked since Monday.", words_per_minute=140),
+            silence(0.2),
+        ]
+    )
+    async with running_server(Config(), runtime) as (url, state):
+        async with TalkClient() as client:
+            await client.connect(url)
+            [session] = state.sessions.values()
+            answer = await run_turn(client, spoken, 16_000, timeout=60)
+            memory = session.memory.exchanges
+
+    assert answer.error is None, answer.error
+    assert answer.status == "completed" and answer.reply_text
+    heard = answer.transcript.lower()
+    assert "frustrated" in heard and "monday" in heard, answer.transcript
+    items = {
+        e["item_id"] for e in client.events if e["type"] == "conversation.item.input_audio_transcription.completed"
+    }
+    assert len(items) == 1, "one user turn, however many times it was recognised"
+    assert [(e.user.text, e.agent.text) for e in memory] == [(answer.transcript, answer.reply_text)]
+    assert [m.text for m in runtime.chat.contexts[-1] if m.role == "user"] == [answer.transcript]

@@ -148,6 +148,7 @@ async def test_a_trailing_pause_inside_a_sentence_does_not_split_it_into_two_tur
 
     async def turns_heard(adaptive: bool) -> list[str]:
         config.vad.adaptive_end_of_turn = adaptive
+        config.vad.reopen_window_ms = 0  # the end-of-turn rule alone; reopening would join the halves too
         runtime = ModelRuntime(stt, ScriptedChatModel("Sure.", 0.002), ToneTextToSpeech())
         async with running_server(config, runtime) as (url, state):
             async with TalkClient() as client:
@@ -160,6 +161,58 @@ async def test_a_trailing_pause_inside_a_sentence_does_not_split_it_into_two_tur
     assert len(await turns_heard(adaptive=False)) == 2
     # ... the adaptive one hears "I want to" trail off and waits.
     assert await turns_heard(adaptive=True) == ["I want to book a table for two people tonight."]
+
+
+FRUSTRATED, MONDAY = "I'm so frustrated.", "Nothing has worked since Monday."
+
+
+async def test_going_on_after_a_pause_before_the_reply_is_heard_joins_the_turn_and_drops_the_reply(config):
+    first, second = trim(speak(FRUSTRATED)), trim(speak(MONDAY))
+    spoken = np.concatenate([silence(0.3), first, silence(0.8), second, silence(0.2)])
+    whole = f"{FRUSTRATED} {MONDAY}"
+    # The first half alone is short; the halves joined (with the silence between) are long.
+    stt = SpeechToTextByLength([(0.0, FRUSTRATED), (len(first) / 16_000 + 1.2, whole)])
+    chat = ScriptedChatModel("Sorry to hear that, what happened on Monday?", seconds_per_token=0.25)
+    runtime = ModelRuntime(stt, chat, ToneTextToSpeech())
+    reopened = metric_value("voice_agent_turns_reopened_total")
+    over_user = metric_value("voice_agent_replies_over_user_total")
+    async with running_server(config, runtime) as (url, state):
+        async with TalkClient() as client:
+            await client.connect(url)
+            [session] = state.sessions.values()
+            result = await run_turn(client, spoken, 16_000, timeout=30)
+            await client.wait_until_quiet(0.3, timeout=20)
+            memory = session.memory.exchanges
+
+    transcripts = events_of(client, "conversation.item.input_audio_transcription.completed")
+    assert [t["transcript"] for t in transcripts] == [FRUSTRATED, whole]
+    assert len({t["item_id"] for t in transcripts}) == 1, "one user item, recognised again whole"
+    [dropped] = events_of(client, "agent.reply.dropped")
+    done = [e["response"] for e in events_of(client, "response.done")]
+    assert [d["status"] for d in done] == ["cancelled", "completed"] and done[0]["id"] == dropped["response_id"]
+    assert result.status == "completed" and result.transcript == whole
+    assert [m.text for m in chat.contexts[-1] if m.role == "user"] == [whole]
+    assert [(e.user.text, e.agent.text) for e in memory] == [(whole, chat.reply)]
+    # Nothing of a reply was audible before the user had finished the whole thought.
+    stopped = events_of(client, "input_audio_buffer.speech_stopped")[-1]["_received_at"]
+    first_speech = events_of(client, "input_audio_buffer.speech_started")[0]["_received_at"]
+    assert client.first_audible_after(first_speech) >= stopped
+    assert metric_value("voice_agent_turns_reopened_total") == reopened + 1
+    assert metric_value("voice_agent_replies_over_user_total") == over_user
+
+
+async def test_a_reply_heard_for_longer_than_min_heard_is_interrupted_not_reopened(config, question, interruption):
+    runtime = long_reply_runtime(INTERRUPTION)
+    reopened = metric_value("voice_agent_turns_reopened_total")
+    async with running_server(config, runtime) as (url, state):
+        async with TalkClient() as client:
+            await client.connect(url)
+            _, second = await ask_and_speak_over_the_reply(client, question, interruption, after_s=0.5)
+    assert not events_of(client, "agent.reply.dropped")
+    assert events_of(client, "response.done")[0]["response"]["status"] == "cancelled"
+    assert events_of(client, "conversation.item.truncated")
+    assert second.status == "completed" and second.transcript == INTERRUPTION
+    assert metric_value("voice_agent_turns_reopened_total") == reopened
 
 
 async def test_a_complete_question_ends_its_turn_sooner_than_the_default_silence(config):

@@ -28,6 +28,8 @@ let call = null;
 // Agent transcript entries of the current call, by response_id:
 // {message, text, latency, itemId, streamed, heard, mouthToEarS}.
 const agentEntries = new Map();
+// The user's lines by item_id: a turn the user went on with is recognised again and its line replaced.
+const userLines = new Map();
 
 ui.talk.addEventListener("click", () => (call ? endCall(call) : startCall()));
 ui.language.addEventListener("change", () => sendLanguage(call));
@@ -58,6 +60,7 @@ async function startCall() {
   call = current;
   current.monitor = startPlayoutMonitor(current);
   agentEntries.clear();
+  userLines.clear();
   clearError();
   setTalkButton(true);
   setState("connecting");
@@ -229,7 +232,8 @@ const eventHandlers = {
   "agent.state": (event) => setState(event.state),
   "input_audio_buffer.speech_started": (event, current) => current.monitor?.speechStarted(),
   "input_audio_buffer.speech_stopped": (event, current) => current.monitor?.speechStopped(),
-  "conversation.item.input_audio_transcription.completed": (event) => addUserLine(event.transcript),
+  "conversation.item.input_audio_transcription.completed": (event) => addUserLine(event),
+  "agent.reply.dropped": (event) => dropAgentLine(event.response_id),
   "response.created": (event, current) => current.monitor?.responseCreated(event.response?.id),
   "response.audio_transcript.delta": (event) => appendAgentText(event),
   "conversation.item.truncated": (event) => truncateAgentLine(event),
@@ -276,11 +280,22 @@ function showEmotion(event) {
   message.title = `${event.emotion}, intensity ${event.intensity}, confidence ${event.confidence}`;
 }
 
-function addUserLine(text) {
-  if (!text?.trim()) return;
-  const message = addMessage("user", "You");
-  message.querySelector(".user").textContent = text.trim();
+function addUserLine(event) {
+  const text = event.transcript?.trim();
+  if (!text) return;
+  let message = userLines.get(event.item_id);
+  if (!message) {
+    message = addMessage("user", "You");
+    if (event.item_id) userLines.set(event.item_id, message);
+  }
+  message.querySelector(".user").textContent = text;
   scrollToEnd();
+}
+
+// A reply the user never heard, dropped because they went on speaking: it leaves no line.
+function dropAgentLine(responseId) {
+  agentEntries.get(responseId)?.message.remove();
+  agentEntries.delete(responseId);
 }
 
 function appendAgentText(event) {

@@ -98,6 +98,11 @@ class TurnDetector:
         return self._in_turn
 
     @property
+    def hearing_speech(self) -> bool:
+        """In a turn, or voiced frames are coming that may start one (the onset is being confirmed)."""
+        return self._in_turn or self._voiced_run > 0
+
+    @property
     def voiced_ms(self) -> int:
         """Voiced audio in the current turn so far."""
         return self._voiced_in_turn * self._config.frame_ms

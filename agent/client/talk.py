@@ -70,10 +70,15 @@ async def run_turn(client: TalkClient, audio: np.ndarray, sample_rate: int, time
     # A reply started before this turn (the one this turn interrupts) ends during it: not ours.
     earlier = {e["response"]["id"] for e in client.events if e["type"] == "response.created"}
     result = TurnResult(end_of_speech_at=await client.say(audio, sample_rate))
+
+    def ours(event: dict[str, Any]) -> bool:
+        # Nor is a reply dropped because the user went on speaking (the turn reopened): the next one answers.
+        response_id = event["response"]["id"]
+        dropped = any(e["type"] == "agent.reply.dropped" and e["response_id"] == response_id for e in client.events)
+        return response_id not in earlier and not dropped
+
     try:
-        done = await client.wait_for_event(
-            "response.done", timeout, after_index=start_index, predicate=lambda e: e["response"]["id"] not in earlier
-        )
+        done = await client.wait_for_event("response.done", timeout, after_index=start_index, predicate=ours)
     except TimeoutError as exc:
         result.error = str(exc)
     else:

@@ -73,11 +73,32 @@ def judge(transcript: str, language: str) -> Completeness:
     return Completeness.UNSURE
 
 
-def end_of_turn_silence_ms(transcript: str, language: str, config: VadConfig) -> int:
-    """The silence that should end a turn whose speech so far reads ``transcript``."""
-    if not config.adaptive_end_of_turn:
+def end_of_turn_silence_ms(
+    transcript: str, language: str, config: VadConfig, complete_probability: float | None = None
+) -> int:
+    """The silence that should end a turn whose speech so far reads ``transcript``.
+
+    ``complete_probability`` is the audio end-of-turn model's verdict (``vad.end_of_turn_model``
+    smart_turn or both), None where it did not run.
+    """
+    if not config.adaptive_end_of_turn or config.end_of_turn_model == "none":
         return config.end_of_turn_silence_ms
-    completeness = judge(transcript, language)
+    rules = judge(transcript, language)
+    heard = Completeness.UNSURE
+    if complete_probability is not None:
+        complete = complete_probability >= config.smart_turn_threshold
+        heard = Completeness.COMPLETE if complete else Completeness.INCOMPLETE
+    if config.end_of_turn_model == "smart_turn":
+        completeness = heard if complete_probability is not None else rules
+    elif config.end_of_turn_model == "both":  # wait if either says the speaker is not done
+        if Completeness.INCOMPLETE in (rules, heard):
+            completeness = Completeness.INCOMPLETE
+        elif Completeness.COMPLETE in (rules, heard):
+            completeness = Completeness.COMPLETE
+        else:
+            completeness = Completeness.UNSURE
+    else:
+        completeness = rules
     if completeness is Completeness.COMPLETE:
         return config.complete_turn_silence_ms
     if completeness is Completeness.INCOMPLETE:

@@ -29,6 +29,7 @@ from agent.models.base import (
     TextToSpeech,
     Transcript,
 )
+from agent.models.smart_turn import SmartTurnModel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,6 +80,7 @@ class ModelRuntime:
     stt: SpeechToText
     chat: ChatModel
     tts: TextToSpeech
+    turn: SmartTurnModel | None = None  # the audio end-of-turn model, when vad.end_of_turn_model asks for it
     executors: dict[str, ThreadPoolExecutor] = field(init=False)
     load_seconds: float = 0.0
     warm_up_seconds: float = 0.0
@@ -86,7 +88,7 @@ class ModelRuntime:
     def __post_init__(self) -> None:
         # A chat model that schedules several replies itself (Voxtral: one GPU thread, token by token)
         # gets that many llm threads; each only waits on its reply's tokens.
-        workers = {"stt": 1, "llm": getattr(self.chat, "max_concurrent_replies", 1), "tts": 1}
+        workers = {"stt": 1, "llm": getattr(self.chat, "max_concurrent_replies", 1), "tts": 1, "turn": 1}
         self.executors = {
             stage: ThreadPoolExecutor(max_workers=count, thread_name_prefix=stage) for stage, count in workers.items()
         }
@@ -97,15 +99,17 @@ class ModelRuntime:
         from agent.models.registry import build_chat_model, build_speech_to_text, build_text_to_speech
 
         started = time.perf_counter()
-        runtime = cls(build_speech_to_text(config), build_chat_model(config), build_text_to_speech(config))
+        turn = SmartTurnModel() if config.vad.end_of_turn_model in ("smart_turn", "both") else None
+        runtime = cls(build_speech_to_text(config), build_chat_model(config), build_text_to_speech(config), turn)
         runtime.load_seconds = time.perf_counter() - started
         runtime.warm_up()
         return runtime
 
     def warm_up(self) -> None:
         started = time.perf_counter()
-        for model in (self.stt, self.chat, self.tts):
-            model.warm_up()
+        for model in (self.stt, self.chat, self.tts, self.turn):
+            if model is not None:
+                model.warm_up()
         self.warm_up_seconds = time.perf_counter() - started
         log.info(
             "models ready: stt=%s chat=%s tts=%s load=%.2fs warm_up=%.2fs",
@@ -119,6 +123,13 @@ class ModelRuntime:
     async def transcribe(self, audio: np.ndarray, language: str) -> Transcript:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executors["stt"], self.stt.transcribe, audio, language)
+
+    async def turn_complete_probability(self, audio: np.ndarray) -> float | None:
+        """The audio end-of-turn model's probability that the speaker is done; None without one."""
+        if self.turn is None:
+            return None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executors["turn"], self.turn.probability_complete, audio)
 
     def stream_reply(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
         return iterate_in_thread(self.executors["llm"], lambda cancel: self.chat.stream_reply(messages, cancel))

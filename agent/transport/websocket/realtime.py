@@ -263,6 +263,9 @@ class RealtimeProtocol:
 
     def _out_input_audio_buffer_committed(self, fields: dict) -> list[dict]:
         item_id = fields["item_id"]
+        if item_id in self._items:  # a turn the user went on with: the same item, recognised again
+            previous = self._previous.get(item_id)
+            return [self._event("input_audio_buffer.committed", item_id=item_id, previous_item_id=previous)]
         committed = self._event("input_audio_buffer.committed", item_id=item_id, previous_item_id=self._last_item_id)
         item = {
             "id": item_id,
