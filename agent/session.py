@@ -915,7 +915,7 @@ class Session:
 
     def set_language(self, language: object) -> None:
         """Answer and recognise ``language`` from the next turn on; ``auto`` recognises any and answers in kind."""
-        if language != AUTO_LANGUAGE and language not in LANGUAGE_NAMES:
+        if not isinstance(language, str) or (language != AUTO_LANGUAGE and language not in LANGUAGE_NAMES):
             allowed = ", ".join(sorted(LANGUAGE_NAMES))
             raise InputError("invalid_value", f"session.language must be one of {allowed}, or auto; got {language!r}")
         self._set_language(answer_language(self.config) if language == AUTO_LANGUAGE else language, listen=language)

@@ -69,6 +69,11 @@ async def receive_form(request: web.Request, limit: int, scratch: Path,
                         raise ApiError(413, f"the form's text fields are over {fields_limit} bytes")
                     value += chunk
                 form.fields.setdefault(part.name or "", []).append(value.decode("utf-8", errors="replace"))
+    except (ValueError, AssertionError) as exc:  # aiohttp's reader on a body that is not the multipart it claims
+        if form.path is not None:
+            form.path.unlink(missing_ok=True)
+        raise ApiError(400, f"the body is not valid multipart/form-data ({exc}); send the file in a field "
+                            f"named {FILE_FIELD}") from None
     except BaseException:
         if form.path is not None:
             form.path.unlink(missing_ok=True)

@@ -139,23 +139,23 @@ class RealtimeProtocol:
         if instructions is not None and not isinstance(instructions, str):
             raise ProtocolError("session.instructions must be a string", "invalid_type", "session.instructions")
         instructions = instructions or None  # "" (a client that has none) keeps llm.system_prompt
-        audio = update.get("audio") or {}
-        if not isinstance(audio, dict):
-            raise ProtocolError("session.audio must be an object", "invalid_type", "session.audio")
-        audio_in, audio_out = audio.get("input") or {}, audio.get("output") or {}
+        audio = _object(update.get("audio"), "session.audio")
+        audio_in = _object(audio.get("input"), "session.audio.input")
+        audio_out = _object(audio.get("output"), "session.audio.output")
         input_rate = _rate(audio_in.get("format"), update.get("input_audio_format"), self.input_rate, "input")
         output_rate = _rate(audio_out.get("format"), update.get("output_audio_format"), self.output_rate, "output")
         has_detection = "turn_detection" in audio_in or "turn_detection" in update
         detection = audio_in.get("turn_detection", update.get("turn_detection")) if has_detection else False
         voice = audio_out.get("voice", update.get("voice", self.voice))
-        transcription = audio_in.get("transcription", update.get("input_audio_transcription")) or {}
-        language = update.get("language", transcription.get("language") if isinstance(transcription, dict) else None)
+        transcription = audio_in.get("transcription", update.get("input_audio_transcription"))
+        transcription = _object(transcription, "session.audio.input.transcription")
+        language = update.get("language", transcription.get("language"))
         modalities = update.get("output_modalities", update.get("modalities", self.output_modalities))
-        if detection is not False:
-            mode, silence_ms, create, interrupt = _turn_detection(detection)
-            session.set_turn_detection(mode, silence_ms, create, interrupt)
+        turn_detection = _turn_detection(detection) if detection is not False else None
         if language is not None:
-            session.set_language(language)
+            session.set_language(language)  # refuses a language it does not know before anything is applied
+        if turn_detection is not None:
+            session.set_turn_detection(*turn_detection)
         if instructions != self._instructions:
             self._instructions = instructions
             session.set_instructions(instructions)
@@ -197,9 +197,11 @@ class RealtimeProtocol:
                 "only user messages can be added (item.type message, item.role user)", "not_implemented", "item"
             )
         content = item.get("content")
+        if not isinstance(content, list):
+            raise ProtocolError("item.content must be a list of parts", "invalid_type", "item.content")
         texts = [
             part.get("text")
-            for part in content or []
+            for part in content
             if isinstance(part, dict)
             and part.get("type") in ("input_text", "text")
             and isinstance(part.get("text"), str)
@@ -507,6 +509,15 @@ class RealtimeProtocol:
             "error",
             error={"type": kind, "code": code, "message": message, "param": param, "event_id": self._client_event_id},
         )
+
+
+def _object(value: object, param: str) -> dict:
+    """An optional JSON object of ``session.update``: ``{}`` when absent."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{param} must be an object", "invalid_type", param)
+    return value
 
 
 def _field(event: dict, name: str, kind: type) -> Any:
