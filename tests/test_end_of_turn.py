@@ -124,6 +124,7 @@ def test_smart_turn_loads_from_the_pipecat_wheel_and_hears_a_trailing_phrase_as_
         chunks = list(piper.synthesize(text, "en"))
         return resample_once(to_int16(np.concatenate([c.audio for c in chunks])), chunks[0].sample_rate, 16_000)
 
+    # Piper's voice varies from one synthesis to the next (its noise); these stay far from the threshold.
     finished = model.probability_complete(said("What is the capital of France?"))
-    trailing = model.probability_complete(said("Hello! I'm Tom, calling about my"))
+    trailing = model.probability_complete(said("So I was thinking that maybe we could"))
     assert 0.0 <= trailing < 0.5 <= finished <= 1.0
