@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -70,8 +71,9 @@ def create_engine(url: str | URL, *, immediate: bool = False,
         # the driver's own implicit transactions are switched off; the "begin" event below opens real ones
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "foreign_keys=ON", f"busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}",
-                       "synchronous=NORMAL"):
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        _switch_to_wal(cursor)
+        for pragma in ("foreign_keys=ON", "synchronous=NORMAL"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
@@ -80,6 +82,20 @@ def create_engine(url: str | URL, *, immediate: bool = False,
         connection.exec_driver_sql(begin)
 
     return engine
+
+
+def _switch_to_wal(cursor) -> None:
+    """WAL mode, waiting out another process doing the same: SQLite answers "database is locked" at once to a
+    journal-mode change that meets another's lock on a fresh file, without waiting for the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # sqlite3.OperationalError, as the driver passes it on
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def describe_failure(url: URL, exc: BaseException) -> str:
