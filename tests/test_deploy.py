@@ -3,6 +3,7 @@ image's Python dependency set resolves against PyPI, and the entrypoint's coturn
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -186,6 +187,7 @@ async def test_the_entrypoint_starts_coturn_and_tells_the_page_to_relay_through_
         (turn,) = config.server.page_ice_servers
         assert turn["urls"] == f"turn:127.0.0.1:{turn_port}?transport=tcp"
         assert len(turn["credential"]) >= 16  # a random password when none is given
+        await _until_listening(turn_port)  # start.sh runs coturn in the background: it may not listen yet
         async with running_server(config, scripted_runtime()) as (url, state):
             async with TalkClient() as client:
                 await client.connect(url, ice_servers=config.server.page_ice_servers, relay_only=True, timeout=30)
@@ -194,3 +196,17 @@ async def test_the_entrypoint_starts_coturn_and_tells_the_page_to_relay_through_
     finally:
         os.killpg(start.pid, signal.SIGTERM)  # the stand-in and the coturn start.sh left running
         start.communicate(timeout=10)
+
+
+async def _until_listening(port: int, timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
