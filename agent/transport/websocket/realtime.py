@@ -10,8 +10,6 @@ shape. What is not implemented is answered with an ``error`` event naming it; th
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import time
@@ -23,6 +21,7 @@ import numpy as np
 from agent.audio.resample import Resampler
 from agent.session import InputError
 from agent.transport.inbound import INTERNAL_RATE
+from agent.transport.websocket.pcm import decode_pcm16, encode_pcm16
 
 if TYPE_CHECKING:
     from agent.session import Session
@@ -172,14 +171,9 @@ class RealtimeProtocol:
     def _on_input_audio_buffer_append(self, event: dict) -> None:
         data = _field(event, "audio", str)
         try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ProtocolError(f"audio is not base64: {exc}", "invalid_audio", "audio") from None
-        if len(raw) % 2:
-            raise ProtocolError(
-                "audio must be whole 16-bit samples (an even number of bytes)", "invalid_audio", "audio"
-            )
-        samples = np.frombuffer(raw, dtype="<i2").astype(np.int16)
+            samples = decode_pcm16(data)
+        except ValueError as exc:
+            raise ProtocolError(f"audio {exc}", "invalid_audio", "audio") from None
         if self.input_rate != INTERNAL_RATE:
             samples = self._in_resampler.samples(samples, self.input_rate)
         self.session.hear(samples, time.monotonic())
@@ -374,8 +368,7 @@ class RealtimeProtocol:
             return None
         if self._out_resampler is not None:
             samples = self._out_resampler.samples(samples, self.session.outbound.sample_rate)
-        delta = base64.b64encode(samples.astype("<i2").tobytes()).decode("ascii")
-        return self._event(self.names["audio_delta"], **self._where(response_id), delta=delta)
+        return self._event(self.names["audio_delta"], **self._where(response_id), delta=encode_pcm16(samples))
 
     # --- shapes --------------------------------------------------------------------------------
 

@@ -17,8 +17,6 @@ Turn taking, barge-in and memory are the session's, as over WebRTC and /v1/realt
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agent.session import InputError
+from agent.transport.websocket.pcm import decode_pcm16, encode_pcm16
 
 if TYPE_CHECKING:
     from agent.session import Session
@@ -62,12 +61,10 @@ class SimpleProtocol:
         if not isinstance(data, str):
             return [_error('an audio message needs "data": base64 PCM16 at 16 kHz mono')]
         try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            return [_error("audio data is not base64")]
-        if len(raw) % 2:
-            return [_error("audio data must be whole 16-bit samples (an even number of bytes)")]
-        self.session.hear(np.frombuffer(raw, dtype="<i2").astype(np.int16), time.monotonic())
+            samples = decode_pcm16(data)
+        except ValueError as exc:
+            return [_error(f"audio data {exc}")]
+        self.session.hear(samples, time.monotonic())
         return []
 
     def messages_for(self, event_type: str, fields: dict[str, Any]) -> list[dict[str, Any]]:
@@ -106,8 +103,7 @@ class SimpleProtocol:
         return []
 
     def audio_message(self, response_id: str, samples: np.ndarray) -> dict[str, Any]:
-        data = base64.b64encode(samples.astype("<i2").tobytes()).decode("ascii")
-        return {"type": "audio", "response_id": response_id, "data": data}
+        return {"type": "audio", "response_id": response_id, "data": encode_pcm16(samples)}
 
 
 def _error(message: str) -> dict[str, Any]:
