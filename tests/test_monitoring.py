@@ -114,7 +114,7 @@ def test_the_shipped_prometheus_config_passes_promtool():
 
 def test_docker_compose_runs_the_server_prometheus_and_grafana_on_the_shipped_files():
     compose = yaml.safe_load(COMPOSE.read_text())
-    services = compose["services"]
+    services = {name: s for name, s in compose["services"].items() if "profiles" not in s}
     assert set(services) == {"server", "prometheus", "grafana"}
     assert (REPO_ROOT / services["server"]["build"] / "Dockerfile").is_file()
     mounts = {}
@@ -137,9 +137,28 @@ def test_docker_compose_runs_the_server_prometheus_and_grafana_on_the_shipped_fi
 
     # Host networking throughout: Prometheus scrapes the server where `voice-agent serve` listens by default.
     assert {s["network_mode"] for s in services.values()} == {"host"}
-    [job] = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
+    job = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"][0]
     assert job["static_configs"][0]["targets"] == [f"127.0.0.1:{Config().server.port}"]
     assert datasource["url"] == "http://127.0.0.1:9090"
+
+
+def test_the_scale_profile_runs_two_voice_servers_on_one_vllm_and_one_postgres_behind_the_load_balancer():
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    scale = {name: s for name, s in services.items() if "scale" in s.get("profiles", [])}
+    assert set(scale) == {"vllm", "postgres", "voice-1", "voice-2", "lb"}
+    voices = [scale["voice-1"], scale["voice-2"]]
+    environments = [v["environment"] for v in voices]
+    assert environments[0] == environments[1], "both servers use the same model server and the same records"
+    assert environments[0]["VOICE_AGENT_LLM__BACKEND"] == "vllm"
+    vllm_port = scale["vllm"]["command"][scale["vllm"]["command"].index("--port=8100")].split("=")[1]
+    assert environments[0]["VOICE_AGENT_LLM__VLLM__URL"] == f"http://127.0.0.1:{vllm_port}"
+    assert environments[0]["VOICE_AGENT_RECORDS__DATABASE_URL"].startswith("postgresql+asyncpg://")
+    ports = [v["command"][v["command"].index("--port") + 1] for v in voices]
+    lb_conf = (REPO_ROOT / "config" / "nginx-scale.conf").read_text()
+    assert all(f"server 127.0.0.1:{port}" in lb_conf for port in ports)
+    scraped = [t for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
+               for t in job["static_configs"][0]["targets"]]
+    assert {f"127.0.0.1:{port}" for port in [*ports, vllm_port]} <= set(scraped)
 
 
 # --- a real Prometheus scraping a real conversation ---------------------------------------------

@@ -55,6 +55,7 @@ class TurnResult:
     transcript: str | None = None
     reply_text: str | None = None
     server_latency: dict[str, float] = field(default_factory=dict)
+    llm_backend: str | None = None  # the chat backend that answered, as the server's latency event says
     error: str | None = None
 
     @property
@@ -93,6 +94,7 @@ async def run_turn(client: TalkClient, audio: np.ndarray, sample_rate: int, time
                 predicate=lambda e: e.get("response_id") in (None, response.get("id")),
             )
             result.server_latency = {k: latency[k] for k in LATENCY_FIELDS if latency.get(k) is not None}
+            result.llm_backend = latency.get("llm_backend")
         except TimeoutError:
             logger.warning("no agent.turn.latency event for response %s", response.get("id"))
     # A reply with text is also spoken: wait for its audio to arrive, then to end.

@@ -27,7 +27,17 @@ def _voxtral(config: Config) -> ChatModel:
     return VoxtralChatModel(config)
 
 
-CHAT_MODELS: dict[str, Callable[[Config], ChatModel]] = {"smollm2": SmolLMChatModel, "voxtral": _voxtral}
+def _vllm(config: Config) -> ChatModel:
+    from agent.models.remote.vllm_chat import VllmChatModel
+
+    return VllmChatModel(config)
+
+
+CHAT_MODELS: dict[str, Callable[[Config], ChatModel]] = {
+    "smollm2": SmolLMChatModel,
+    "voxtral": _voxtral,
+    "vllm": _vllm,
+}
 
 
 def _chatterbox(config: Config) -> TextToSpeech:
@@ -50,6 +60,14 @@ def build_speech_to_text(config: Config) -> SpeechToText:
 
 def build_chat_model(config: Config) -> ChatModel:
     return _build(CHAT_MODELS, "llm.backend", config.llm.backend, config)
+
+
+def build_fallback_chat_model(config: Config) -> ChatModel | None:
+    """The local chat model that answers when the model server cannot (llm.backend vllm), or None."""
+    if config.llm.backend != "vllm" or config.llm.vllm.fallback == "none":
+        return None
+    local = config.model_copy(update={"llm": config.llm.model_copy(update={"model": config.llm.vllm.fallback_model})})
+    return SmolLMChatModel(local)
 
 
 def build_text_to_speech(config: Config) -> TextToSpeech:

@@ -11,13 +11,14 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
 
+from agent import metrics
 from agent.config import Config
 from agent.models.base import (
     NEUTRAL,
@@ -29,6 +30,7 @@ from agent.models.base import (
     TextToSpeech,
     Transcript,
 )
+from agent.models.remote.openai_client import ServerUnavailable
 from agent.models.smart_turn import SmartTurnModel
 
 log = logging.getLogger(__name__)
@@ -75,12 +77,58 @@ async def iterate_in_thread(
             future.add_done_callback(lambda f: f.exception())
 
 
+class ReplyStream:
+    """One reply's tokens, and which chat backend produced them (``backend``, set with the first token).
+
+    A model server that cannot answer before its first token hands the turn to the embedded fallback
+    model, within the same turn: the user hears a later answer, never silence.
+    """
+
+    def __init__(self, runtime: ModelRuntime, messages: list[ChatMessage], words: Awaitable | None) -> None:
+        self._runtime, self._messages, self._words = runtime, messages, words
+        self.backend: str | None = None
+        self.fallback_reason: str | None = None
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._pieces()
+
+    async def _pieces(self) -> AsyncIterator[str]:
+        runtime, chat = self._runtime, self._runtime.chat
+        if not getattr(chat, "remote", False):
+            self.backend = chat.name
+            async for piece in runtime._stream_local(chat, self._messages):
+                yield piece
+            return
+        try:
+            async for piece in chat.astream_reply(self._messages):
+                self.backend = chat.name
+                yield piece
+            self.backend = self.backend or chat.name
+            return
+        except ServerUnavailable as exc:
+            if runtime.fallback is None:
+                raise
+            self.fallback_reason = exc.reason
+            metrics.LLM_FALLBACKS.labels(reason=exc.reason).inc()
+            log.warning(
+                "%s could not answer (%s); the embedded %s answers this turn", chat.name, exc, runtime.fallback.name
+            )
+        self.backend = f"{runtime.fallback.name}_fallback"
+        if self._words is not None:
+            await asyncio.shield(self._words)
+        if not self._messages[-1].text.strip():
+            return  # nothing was heard that a text model could answer
+        async for piece in runtime._stream_local(runtime.fallback, self._messages):
+            yield piece
+
+
 @dataclass
 class ModelRuntime:
     stt: SpeechToText
     chat: ChatModel
     tts: TextToSpeech
     turn: SmartTurnModel | None = None  # the audio end-of-turn model, when vad.end_of_turn_model asks for it
+    fallback: ChatModel | None = None  # answers when a model server (llm.backend vllm) cannot
     executors: dict[str, ThreadPoolExecutor] = field(init=False)
     load_seconds: float = 0.0
     warm_up_seconds: float = 0.0
@@ -96,18 +144,24 @@ class ModelRuntime:
     @classmethod
     def load(cls, config: Config) -> ModelRuntime:
         """Load and warm up every model (blocking; call it from a thread)."""
-        from agent.models.registry import build_chat_model, build_speech_to_text, build_text_to_speech
+        from agent.models.registry import (
+            build_chat_model,
+            build_fallback_chat_model,
+            build_speech_to_text,
+            build_text_to_speech,
+        )
 
         started = time.perf_counter()
         turn = SmartTurnModel() if config.vad.end_of_turn_model in ("smart_turn", "both") else None
-        runtime = cls(build_speech_to_text(config), build_chat_model(config), build_text_to_speech(config), turn)
+        runtime = cls(build_speech_to_text(config), build_chat_model(config), build_text_to_speech(config), turn,
+                      build_fallback_chat_model(config))
         runtime.load_seconds = time.perf_counter() - started
         runtime.warm_up()
         return runtime
 
     def warm_up(self) -> None:
         started = time.perf_counter()
-        for model in (self.stt, self.chat, self.tts, self.turn):
+        for model in (self.stt, self.chat, self.tts, self.turn, self.fallback):
             if model is not None:
                 model.warm_up()
         self.warm_up_seconds = time.perf_counter() - started
@@ -131,8 +185,23 @@ class ModelRuntime:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executors["turn"], self.turn.probability_complete, audio)
 
-    def stream_reply(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
-        return iterate_in_thread(self.executors["llm"], lambda cancel: self.chat.stream_reply(messages, cancel))
+    def stream_reply(self, messages: list[ChatMessage], words: Awaitable | None = None) -> ReplyStream:
+        """The reply's text pieces; ``words`` finishes once the user turn's transcript is in its message
+        (awaited only when a model that hears audio falls back to one that reads text)."""
+        return ReplyStream(self, messages, words)
+
+    def _stream_local(self, chat: ChatModel, messages: list[ChatMessage]) -> AsyncIterator[str]:
+        return iterate_in_thread(self.executors["llm"], lambda cancel: chat.stream_reply(messages, cancel))
+
+    async def start(self) -> None:
+        """Start what lives on the event loop (a model server's client, process and health watch)."""
+        if start := getattr(self.chat, "start", None):
+            await start()
+
+    async def aclose(self) -> None:
+        if close := getattr(self.chat, "close", None):
+            await close()
+        self.close()
 
     def synthesize(self, text: str, language: str, style: SpeechStyle = NEUTRAL) -> AsyncIterator[SpeechChunk]:
         return iterate_in_thread(

@@ -147,10 +147,9 @@ def create_app(config: Config, runtime: ModelRuntime | None = None) -> web.Appli
     async def close_sessions(app: web.Application) -> None:
         sessions = list(state.sessions.values())
         await asyncio.gather(*(s.close("server shutting down") for s in sessions), return_exceptions=True)
-        if state._loader is not None:
-            state._loader.cancel()
         log.info("closed %d sessions", len(sessions))
         await records.close(config.records.shutdown_write_seconds)
+        await state.close()
 
     app.on_response_prepare.append(_security_headers)
     app.on_startup.append(start_loading)

@@ -28,6 +28,7 @@ class ServerState:
         self.load_error: str | None = None
         self.sessions: dict[str, Session] = {}
         self._loader: asyncio.Task | None = None
+        self._owns_runtime = False
 
     @property
     def ready(self) -> bool:
@@ -35,6 +36,7 @@ class ServerState:
 
     async def load_models(self) -> None:
         if self.runtime is not None:
+            await self.runtime.start()  # given by the caller (tests), who also closes it
             return
         log.info("loading models (stt=%s, llm=%s, tts=%s)...", *self._backends())
         try:
@@ -44,7 +46,16 @@ class ServerState:
             metrics.ERRORS.labels(stage="model_load").inc()
             log.exception("models failed to load; /ready will report the error")
             return
+        self._owns_runtime = True
+        await self.runtime.start()
         metrics.models_ready(self.runtime)
+
+    async def close(self) -> None:
+        """Stop what the loaded models run beside the process (a launched vLLM server)."""
+        if self._loader is not None:
+            self._loader.cancel()
+        if self._owns_runtime and self.runtime is not None:
+            await self.runtime.aclose()
 
     def _backends(self) -> tuple[str, str, str]:
         c = self.config
