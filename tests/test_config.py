@@ -9,6 +9,11 @@ def test_the_shipped_default_config_loads_and_matches_the_typed_defaults():
     assert load_config(DEFAULT_CONFIG_PATH, environ={}) == Config()
 
 
+@pytest.mark.parametrize("path", sorted((DEFAULT_CONFIG_PATH.parent).glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_file_loads(path):
+    load_config(path, environ={})
+
+
 def test_environment_variables_override_yaml_with_typed_values(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("vad:\n  end_of_turn_silence_ms: 700\n")

@@ -12,6 +12,7 @@ from agent.config import Config, ConfigError
 from agent.models.base import ChatModel, SpeechToText, TextToSpeech
 from agent.models.espeak_tts import EspeakTextToSpeech
 from agent.models.piper_tts import PiperTextToSpeech
+from agent.models.remote.vllm_chat import VllmChatModel
 from agent.models.smollm_chat import SmolLMChatModel
 from agent.models.voice_router import VoiceRouter
 from agent.models.whisper_stt import WhisperSpeechToText
@@ -27,16 +28,10 @@ def _voxtral(config: Config) -> ChatModel:
     return VoxtralChatModel(config)
 
 
-def _vllm(config: Config) -> ChatModel:
-    from agent.models.remote.vllm_chat import VllmChatModel
-
-    return VllmChatModel(config)
-
-
 CHAT_MODELS: dict[str, Callable[[Config], ChatModel]] = {
     "smollm2": SmolLMChatModel,
     "voxtral": _voxtral,
-    "vllm": _vllm,
+    "vllm": VllmChatModel,
 }
 
 
