@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every turn and the summary here")
     parser.add_argument(
         "--in-process-dtype",
-        choices=("bfloat16", "float32"),
+        choices=("auto", "bfloat16", "float32"),
         default="float32",
         help="llm.dtype of the in-process server (default float32, as config/vllm-cpu.yaml serves it)",
     )

@@ -208,6 +208,31 @@ async def test_a_webrtc_conversation_is_answered_by_vllm_and_its_prefix_cache_re
 
 
 @on_module_loop
+async def test_the_same_client_gets_json_that_follows_a_schema_from_vllm(served):
+    """What the call analysis's openai backend relies on: structured output, constrained by vLLM's grammar."""
+    import jsonschema
+
+    _, runtime = served
+    schema = {
+        "type": "object",
+        "properties": {
+            "mood": {"type": "string", "enum": ["positive", "negative", "neutral", "mixed"]},
+            "summary": {"type": "string", "maxLength": 200},
+        },
+        "required": ["mood", "summary"],
+        "additionalProperties": False,
+    }
+    body = {
+        "model": runtime.chat.served_model,
+        "messages": [{"role": "user", "content": "The caller said: I love this phone, thank you! Describe the call."}],
+        "max_tokens": 80,
+        "temperature": 0,
+    }
+    answer = await runtime.chat.client.chat_json(body, schema)
+    jsonschema.validate(answer, schema)
+
+
+@on_module_loop
 async def test_a_cancelled_reply_is_aborted_in_vllm(served):
     """vLLM 0.32 keeps aborted requests out of request_success_total (its finished_reason="abort" series stays 0):
     an abort shows as a request that left the engine without finishing, having generated fewer tokens than asked."""
@@ -239,6 +264,27 @@ async def test_a_cancelled_reply_is_aborted_in_vllm(served):
 
     assert delta("vllm:request_success_total") == 0, "the request did not run to its end"
     assert 0 < delta("vllm:generation_tokens_total") < runtime.chat.config.max_new_tokens
+
+
+@on_module_loop
+async def test_a_server_too_slow_for_its_first_token_is_skipped_until_it_answers_health_again(served):
+    _, runtime = served
+    chat = runtime.chat
+    question = [ChatMessage("system", "Answer in one short sentence."), ChatMessage("user", "What is two plus two?")]
+    configured = chat.vllm
+    chat.vllm = configured.model_copy(update={"first_token_timeout_s": 0.001, "breaker_open_s": 15.0})
+    try:
+        slow = runtime.stream_reply(question)
+        slow_reply = "".join([piece async for piece in slow])
+        skipped = runtime.stream_reply(question)
+        "".join([piece async for piece in skipped])
+    finally:
+        chat.vllm = configured
+    assert slow.fallback_reason == "first_token_timeout" and slow.backend == "smollm2_fallback" and slow_reply
+    assert skipped.fallback_reason == "server_down", "the breaker sends the next turn straight to the fallback"
+    await wait_for_state(chat, "healthy", 30)
+    back = runtime.stream_reply(question)
+    assert "".join([piece async for piece in back]) and back.backend == "vllm"
 
 
 @on_module_loop

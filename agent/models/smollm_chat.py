@@ -41,7 +41,8 @@ class SmolLMChatModel:
         self.folder = model_folder(config)
         started = time.perf_counter()
         self._tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        self._model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=getattr(torch, config.llm.dtype))
+        self.dtype = cpu_dtype(config.llm.dtype)
+        self._model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=getattr(torch, self.dtype))
         self._model.eval()
         self._stop_ids = _stop_token_ids(self._tokenizer, self._model)
         self._system_prompt = system_prompt(config)
@@ -50,7 +51,7 @@ class SmolLMChatModel:
         self._repetition_penalty = config.llm.repetition_penalty
         self._caches = PrefixCaches(config.llm.prefix_cache_entries)
         self.last_prefill_tokens = 0
-        log.info("chat model loaded from %s in %.2fs", self.folder, time.perf_counter() - started)
+        log.info("chat model loaded from %s (%s) in %.2fs", self.folder, self.dtype, time.perf_counter() - started)
 
     def stream_reply(self, messages: list[ChatMessage], cancel: threading.Event) -> Iterator[str]:
         """Yield text pieces as tokens are decoded; stop at end of turn, max_new_tokens or ``cancel``."""
@@ -107,6 +108,17 @@ class SmolLMChatModel:
         """Logits for the next token; ``cache`` grows by the given ids."""
         output = self._model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         return output.logits[0, -1]
+
+
+def cpu_dtype(configured: str) -> str:
+    """llm.dtype ``auto``: bfloat16 where the CPU computes in it, float32 where bf16 is only emulated."""
+    if configured != "auto":
+        return configured
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "bfloat16" if "avx512_bf16" in flags or "amx_bf16" in flags else "float32"
 
 
 def model_folder(config: Config) -> Path:
