@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import signal
 import sys
 
 from agent.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
@@ -19,8 +21,6 @@ def _config_or_none(args: argparse.Namespace):
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from agent.server.app import create_app
 
     config = _config_or_none(args)
@@ -49,8 +49,32 @@ def _serve(args: argparse.Namespace) -> int:
         )
     app = create_app(config)
     print(f"voice-agent: serving on http://{config.server.host}:{config.server.port}", file=sys.stderr)
-    web.run_app(app, host=config.server.host, port=config.server.port, print=None, shutdown_timeout=5)
+    asyncio.run(_run_until_stopped(app, config))
     return 0
+
+
+async def _run_until_stopped(app, config) -> None:
+    """Serve until SIGTERM or SIGINT; then drain (server.shutdown_grace_seconds) and close everything."""
+    from aiohttp import web
+
+    from agent.server.state import STATE_KEY
+
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
+    await runner.setup()
+    await web.TCPSite(runner, config.server.host, config.server.port).start()
+    loop = asyncio.get_running_loop()
+    stop, stop_now = asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:
+        (stop_now if stop.is_set() else stop).set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await stop.wait()
+        await app[STATE_KEY].drain(config.server.shutdown_grace_seconds, stop_now)
+    finally:
+        await runner.cleanup()
 
 
 def _is_loopback(host: str) -> bool:

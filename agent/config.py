@@ -75,6 +75,9 @@ class ServerConfig(_Section):
     inbound_timeout_seconds: float = 3.0
     # A WebSocket message (/v1/realtime, /ws) over this closes the connection with code 1009.
     max_ws_message_bytes: PositiveInt = 8_388_608
+    # After SIGTERM: new sessions are refused (503) and /ready answers 503, running calls get this long to
+    # end on their own, then everything closes. A second SIGTERM or SIGINT closes at once.
+    shutdown_grace_seconds: NonNegativeFloat = 30.0
 
     @field_validator("ice_servers", "page_ice_servers")
     @classmethod

@@ -4,10 +4,12 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
 from agent.config import REPO_ROOT, Config
+from agent.models.runtime import ModelRuntime
 from agent.server.background import running_server
 
 __all__ = ["running_server"]
@@ -35,6 +37,14 @@ def serve_in_subprocess(*args: str) -> tuple[subprocess.Popen, str]:
 def _records_in_a_temporary_folder(tmp_path_factory) -> None:
     """Servers the tests start (in process or as ``voice-agent serve``) keep their call records out of ~."""
     os.environ["VOICE_AGENT_RECORDS__DATA_DIR"] = str(tmp_path_factory.mktemp("records"))
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Iterator[ModelRuntime]:
+    """The embedded default models, loaded once per test module (a module may define its own instead)."""
+    runtime = ModelRuntime.load(Config())
+    yield runtime
+    runtime.close()
 
 
 @pytest.fixture

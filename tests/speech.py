@@ -53,3 +53,8 @@ def trim(samples: np.ndarray, threshold: int = 300) -> np.ndarray:
 
 def silence(seconds: float, rate: int = 16_000) -> np.ndarray:
     return np.zeros(int(seconds * rate), dtype=np.int16)
+
+
+def utterance(text: str) -> np.ndarray:
+    """A question as a turn: a little silence, the words at a calm pace (espeak-ng), a little silence."""
+    return np.concatenate([silence(0.3), speak(text, words_per_minute=140), silence(0.2)])

@@ -15,7 +15,7 @@ from agent.config import Config
 from agent.models.base import ChatMessage
 from agent.models.runtime import ModelRuntime
 from tests.conftest import running_server
-from tests.speech import silence, speak
+from tests.speech import silence, speak, utterance
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -47,10 +47,6 @@ def runtime() -> Iterator[ModelRuntime]:
     runtime.chat = RecordingChatModel(runtime.chat)
     yield runtime
     runtime.close()
-
-
-def utterance(text: str) -> np.ndarray:
-    return np.concatenate([silence(0.3), speak(text, words_per_minute=140), silence(0.2)])
 
 
 async def test_a_spoken_question_gets_a_spoken_answer_and_the_follow_up_has_the_first_turn_as_context(runtime):

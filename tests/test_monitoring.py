@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
-import numpy as np
 import pytest
 import yaml
 from prometheus_client import REGISTRY
@@ -36,7 +35,7 @@ from agent.config import Config
 from agent.models.runtime import ModelRuntime
 from tests import test_browser as page
 from tests.conftest import free_port, running_server
-from tests.speech import silence, speak
+from tests.speech import utterance
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -162,17 +161,6 @@ def test_the_scale_profile_runs_two_voice_servers_on_one_vllm_and_one_postgres_b
 
 
 # --- a real Prometheus scraping a real conversation ---------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Iterator[ModelRuntime]:
-    runtime = ModelRuntime.load(Config())
-    yield runtime
-    runtime.close()
-
-
-def utterance(text: str) -> np.ndarray:
-    return np.concatenate([silence(0.3), speak(text, words_per_minute=140), silence(0.2)])
 
 
 

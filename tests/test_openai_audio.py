@@ -10,7 +10,7 @@ import base64
 import contextlib
 import io
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -27,13 +27,6 @@ from tests.speech import silence, speak, write_wav
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 SPEECH_FORMATS = ["mp3", "opus", "aac", "flac", "wav", "pcm"]
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Iterator[ModelRuntime]:
-    runtime = ModelRuntime.load(Config())
-    yield runtime
-    runtime.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import re
 import signal
 import time
 
-import numpy as np
 import pytest
 import pytest_asyncio
 
@@ -27,7 +26,7 @@ from agent.models.remote.vllm_chat import launch_config
 from agent.models.remote.vllm_process import server_command
 from agent.models.runtime import ModelRuntime
 from tests.conftest import free_port, running_server
-from tests.speech import silence, speak
+from tests.speech import speak, utterance
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 # The async tests share one event loop: the fixtures' servers and runtimes live across them.
@@ -43,10 +42,6 @@ def vllm_config(port: int, **vllm):
         update={"url": f"http://127.0.0.1:{port}", "restart_backoff_s": 1.0, **vllm}
     )
     return config
-
-
-def utterance(text: str) -> np.ndarray:
-    return np.concatenate([silence(0.3), speak(text, words_per_minute=140), silence(0.2)])
 
 
 async def wait_for_state(chat, state: str, timeout: float) -> None:

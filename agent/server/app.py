@@ -86,7 +86,9 @@ async def ready(request: web.Request) -> web.Response:
             body["chat"] = describe()
     if state.load_error:
         body["error"] = state.load_error
-    return web.json_response(body, status=200 if state.ready else 503)
+    if state.draining:
+        body["draining"] = True  # load balancers stop sending new calls here
+    return web.json_response(body, status=200 if state.ready and not state.draining else 503)
 
 
 async def diagnostics(request: web.Request) -> web.Response:

@@ -48,6 +48,8 @@ async def _read_body(request: web.Request, most: int) -> bytes:
 def _refusal(request: web.Request) -> web.Response | None:
     """Why no session can be opened now (models loading, server full), or None."""
     state = request.app[STATE_KEY]
+    if state.draining:
+        return _error(503, "the server is shutting down; connect again to reach another server")
     if not state.ready:
         return _error(503, "models are still loading; retry when GET /ready returns 200")
     limit = state.config.server.max_sessions

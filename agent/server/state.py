@@ -7,6 +7,7 @@ Models load in a background thread when the app starts, so ``/health`` answers a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiohttp import web
@@ -29,6 +30,20 @@ class ServerState:
         self.sessions: dict[str, Session] = {}
         self._loader: asyncio.Task | None = None
         self._owns_runtime = False
+        self.draining = False  # SIGTERM came: no new sessions, running ones may finish
+
+    async def drain(self, grace_seconds: float, stop_now: asyncio.Event) -> None:
+        """Refuse new sessions and wait until the running ones have ended, ``grace_seconds`` pass or ``stop_now``."""
+        self.draining = True
+        log.info("shutting down: new sessions refused, %d running get up to %.0fs to end "
+                 "(SIGTERM or Ctrl-C again closes them now)", len(self.sessions), grace_seconds)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_seconds
+        while self.sessions and loop.time() < deadline and not stop_now.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_now.wait(), min(0.2, max(0.0, deadline - loop.time())))
+        if self.sessions:
+            log.info("grace over with %d sessions still running; closing them", len(self.sessions))
 
     @property
     def ready(self) -> bool:
