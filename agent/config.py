@@ -395,6 +395,11 @@ def load_config(path: str | Path | None = None, environ: typing.Mapping[str, str
         raise ConfigError(_message(exc.errors()[0])) from None
 
 
+def with_llm_model(config: Config, model: str) -> Config:
+    """``config`` with ``llm.model`` replaced, for a chat model other than the configured one (a fallback's)."""
+    return config.model_copy(update={"llm": config.llm.model_copy(update={"model": model})})
+
+
 def to_dict(config: Config) -> dict[str, Any]:
     return config.model_dump()
 

@@ -818,9 +818,7 @@ class Session:
         latency = reply.latency
         if reply.first_audio_at is not None:
             latency.voice_to_voice_s = reply.first_audio_at - reply.speech_ended_at
-            metrics.VOICE_TO_VOICE.labels(llm_backend=latency.llm_backend or self.runtime.chat.name).observe(
-                latency.voice_to_voice_s
-            )
+            metrics.VOICE_TO_VOICE.labels(llm_backend=latency.llm_backend).observe(latency.voice_to_voice_s)
         self._observe_stages(latency)
         metrics.TURNS.labels(status=status).inc()
         if status == "cancelled":
@@ -876,17 +874,16 @@ class Session:
         self.record.exchange(user, agent)
 
     def _observe_stages(self, latency: TurnLatency) -> None:
-        llm = latency.llm_backend or self.runtime.chat.name
         if latency.endpointing_s is not None:
             metrics.ENDPOINTING.observe(latency.endpointing_s)
         if latency.asr_s is not None:
             metrics.ASR.labels(backend=self.runtime.stt.name).observe(latency.asr_s)
         if latency.llm_first_token_s is not None:
-            metrics.LLM_FIRST_TOKEN.labels(backend=llm).observe(latency.llm_first_token_s)
+            metrics.LLM_FIRST_TOKEN.labels(backend=latency.llm_backend).observe(latency.llm_first_token_s)
         if latency.llm_per_token_s is not None:
-            metrics.LLM_TIME_PER_TOKEN.labels(backend=llm).observe(latency.llm_per_token_s)
+            metrics.LLM_TIME_PER_TOKEN.labels(backend=latency.llm_backend).observe(latency.llm_per_token_s)
         if latency.llm_first_phrase_s is not None:
-            metrics.LLM_FIRST_PHRASE.labels(backend=llm).observe(latency.llm_first_phrase_s)
+            metrics.LLM_FIRST_PHRASE.labels(backend=latency.llm_backend).observe(latency.llm_first_phrase_s)
         if latency.tts_first_audio_s is not None:
             metrics.TTS_FIRST_AUDIO.labels(backend=self.runtime.tts.name).observe(latency.tts_first_audio_s)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from agent.config import Config, ConfigError
+from agent.config import Config, ConfigError, with_llm_model
 from agent.models.base import ChatModel, SpeechToText, TextToSpeech
 from agent.models.espeak_tts import EspeakTextToSpeech
 from agent.models.piper_tts import PiperTextToSpeech
@@ -61,8 +61,7 @@ def build_fallback_chat_model(config: Config) -> ChatModel | None:
     """The local chat model that answers when the model server cannot (llm.backend vllm), or None."""
     if config.llm.backend != "vllm" or config.llm.vllm.fallback == "none":
         return None
-    local = config.model_copy(update={"llm": config.llm.model_copy(update={"model": config.llm.vllm.fallback_model})})
-    return SmolLMChatModel(local)
+    return SmolLMChatModel(with_llm_model(config, config.llm.vllm.fallback_model))
 
 
 def build_text_to_speech(config: Config) -> TextToSpeech:

@@ -78,7 +78,7 @@ async def iterate_in_thread(
 
 
 class ReplyStream:
-    """One reply's tokens, and which chat backend produced them (``backend``, set with the first token).
+    """One reply's tokens, and which chat backend produced them (``backend``).
 
     A model server that cannot answer before its first token hands the turn to the embedded fallback
     model, within the same turn: the user hears a later answer, never silence.
@@ -86,7 +86,7 @@ class ReplyStream:
 
     def __init__(self, runtime: ModelRuntime, messages: list[ChatMessage], words: Awaitable | None) -> None:
         self._runtime, self._messages, self._words = runtime, messages, words
-        self.backend: str | None = None
+        self.backend = runtime.chat.name  # the fallback's name once it takes over
         self.fallback_reason: str | None = None
 
     def __aiter__(self) -> AsyncIterator[str]:
@@ -95,15 +95,12 @@ class ReplyStream:
     async def _pieces(self) -> AsyncIterator[str]:
         runtime, chat = self._runtime, self._runtime.chat
         if not getattr(chat, "remote", False):
-            self.backend = chat.name
             async for piece in runtime._stream_local(chat, self._messages):
                 yield piece
             return
         try:
             async for piece in chat.astream_reply(self._messages):
-                self.backend = chat.name
                 yield piece
-            self.backend = self.backend or chat.name
             return
         except ServerUnavailable as exc:
             if runtime.fallback is None:

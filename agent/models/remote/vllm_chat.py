@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from agent import metrics
-from agent.config import REPO_ROOT, Config, VllmConfig
+from agent.audio.resample import to_int16
+from agent.config import REPO_ROOT, Config, VllmConfig, with_llm_model
 from agent.models.base import SAMPLE_RATE, ChatMessage
 from agent.models.remote.openai_client import OpenAICompatibleClient, ServerUnavailable, StreamBroken
 from agent.models.remote.vllm_process import DOWN, HEALTHY, STARTING, VllmProcess
@@ -42,7 +43,7 @@ def launch_config(config: Config) -> VllmConfig:
     if model == "embedded":
         from agent.models.smollm_chat import model_folder
 
-        model = str(model_folder(config.model_copy(update={"llm": config.llm.model_copy(update={"model": model})})))
+        model = str(model_folder(with_llm_model(config, model)))
     elif model.startswith("~"):
         model = str(Path(model).expanduser())
     command = list(vllm.command)
@@ -176,7 +177,7 @@ class VllmChatModel:
             wav.setnchannels(1)
             wav.setsampwidth(2)
             wav.setframerate(SAMPLE_RATE)
-            wav.writeframes((np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+            wav.writeframes(to_int16(audio).astype("<i2").tobytes())
         encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
         self._wav_cache[key] = (audio, encoded)
         while len(self._wav_cache) > _WAV_CACHE_ENTRIES:

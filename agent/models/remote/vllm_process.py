@@ -44,7 +44,6 @@ class VllmProcess:
         self._process: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task | None = None
         self._stopping = False
-        self.became_healthy = asyncio.Event()  # set each time the server answers /health after a (re)start
 
     def start(self) -> None:
         if self._supervisor is None:
@@ -62,23 +61,19 @@ class VllmProcess:
 
     async def _supervise(self) -> None:
         backoff = self.config.restart_backoff_s
-        first = True
         while not self._stopping:
-            self.state = STARTING if first else RESTARTING
-            self.became_healthy.clear()
+            self.state = STARTING if self.restarts == 0 else RESTARTING
             started = await self._start_child()
             if started:
                 # A server that came up resets the backoff; one that never did doubles it.
                 backoff = self.config.restart_backoff_s
                 self.state = HEALTHY
-                self.became_healthy.set()
                 code = await self._process.wait()
                 log.warning("vLLM server (pid %s) exited with code %s; restarting in %.1fs", self.pid, code, backoff)
             else:
                 log.warning("vLLM server did not become healthy; restarting in %.1fs", backoff)
             self.state = DOWN
             await self._end_child()
-            first = False
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.config.restart_backoff_max_s)
             self.restarts += 1
